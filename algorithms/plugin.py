@@ -1,0 +1,27 @@
+"""Registers the built-in components through the same pluggy hooks third-party plugins use."""
+from __future__ import annotations
+
+import importlib
+
+from framework import hookimpl
+
+from .conditions import PRESETS
+
+# (module, class names) — imported when the registry is built
+BUILTIN_ALGORITHMS = [
+    ("algorithms.basic", ["NoOp", "EventCounter", "PrescaleFilter"]),
+]
+
+
+@hookimpl
+def flashsim_register_components(registry):
+    for module_name, names in BUILTIN_ALGORITHMS:
+        module = importlib.import_module(module_name)
+        for name in names:
+            registry.add_algorithm(getattr(module, name))
+
+
+@hookimpl
+def flashsim_register_conditions(conditions):
+    for tag, preset in PRESETS.items():
+        conditions.add(tag, preset["values"], description=preset["description"], extrapolation=preset["extrapolation"])
