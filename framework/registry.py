@@ -20,6 +20,15 @@ from .errors import ConfigurationError, did_you_mean
 
 ENTRY_POINT_GROUP = "flashsim"
 BUILTIN_PLUGIN = "algorithms.plugin"
+CORE_PLUGIN = "framework.core"
+
+
+class _CoreExecute:
+    """The framework's own implementation of the execute hook, wrapped by auditor plugins."""
+
+    @hookspecs.hookimpl(trylast=True)
+    def flashsim_execute_algorithm(self, algorithm, ctx, inputs):
+        return algorithm.execute(ctx, **inputs)
 
 
 @dataclass
@@ -89,6 +98,7 @@ class Plugins:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
             raise ConfigurationError(f"plugin validation failed: {exc}") from None
+        self.pm.register(_CoreExecute(), name=CORE_PLUGIN)
         self.components = ComponentRegistry()
         self.conditions = ConditionsRegistry()
         self._call_with_provenance("flashsim_register_components", registry=self.components)
@@ -123,7 +133,8 @@ class Plugins:
                 impl.function(**args)
 
     def has_external_impls(self, hook_name: str) -> bool:
-        return bool(getattr(self.pm.hook, hook_name).get_hookimpls())
+        """Whether a plugin other than the framework core implements ``hook_name``."""
+        return any(impl.plugin_name != CORE_PLUGIN for impl in getattr(self.pm.hook, hook_name).get_hookimpls())
 
     def plugin_rows(self):
         rows = []
