@@ -9,6 +9,7 @@ The behaviour is the same at every batch size.
 """
 from __future__ import annotations
 
+import copy
 import json
 import platform
 import sys
@@ -220,6 +221,15 @@ class ApplicationMgr(Component):
 
     # -- execution ---------------------------------------------------------------------------------
     def _call(self, alg, ctx, inputs):
+        """Execute ``alg``; on an exception its counters are restored, so failed attempts count nothing."""
+        snapshot = {k: copy.copy(c) for k, c in alg._counters.items()}
+        try:
+            return self._call_unguarded(alg, ctx, inputs)
+        except BaseException:
+            alg._counters = snapshot
+            raise
+
+    def _call_unguarded(self, alg, ctx, inputs):
         ctx.for_algorithm(alg.name)
         if self._wrapper_hook:
             return self.plugins.pm.hook.flashsim_execute_algorithm(algorithm=alg, ctx=ctx, inputs=inputs)

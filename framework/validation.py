@@ -72,7 +72,8 @@ class CalibrationBin:
     ``n_eff``: effective number of entries; ``predicted``: weighted mean of the predicted
     probability; ``observed``: weighted mean of the outcome (0/1 draws or soft labels);
     ``error``: binomial standard error of the observed rate under the prediction,
-    sqrt(p (1 - p) / n_eff) with p = predicted (an upper bound when outcomes are soft labels);
+    sqrt(p (1 - p) / n_eff) with p = predicted clipped to [1/n_eff, 1 - 1/n_eff] (an upper bound
+    when outcomes are soft labels);
     ``diff`` = observed - predicted; ``pull`` = diff / error.
     """
 
@@ -206,8 +207,11 @@ def calibration_in_bins(
         n_eff = sw[k] ** 2 / sw2[k]
         pred = swp[k] / sw[k]
         obs = swo[k] / sw[k]
-        p = min(max(pred, 0.0), 1.0)
-        err = math.sqrt(max(p * (1.0 - p), 1e-12) / n_eff)
+        # binomial error under the prediction; p kept >= 1/n_eff away from 0 and 1 so that a
+        # bin predicted at ~0 with one observed entry does not produce an absurd pull
+        lo = min(1.0 / n_eff, 0.5)
+        p = min(max(pred, lo), 1.0 - lo)
+        err = math.sqrt(p * (1.0 - p) / n_eff)
         diff = obs - pred
         pull = diff / err
         multi = np.unravel_index(k, shape) if shape else ()

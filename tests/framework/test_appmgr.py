@@ -78,6 +78,8 @@ def test_error_max_skips_failing_events_same_at_every_batch_size(tmp_path, batch
     rows = read_tree(tmp_path / "out.root", "Toy")
     assert not set(np.unique(rows["eventNumber"]).tolist()) & set(expected_bad)
     assert "in event 5 (run 1)" in app.log.getvalue()
+    # failed attempts leave no trace in the counters: exactly the good events are counted
+    assert summary["counters"]["Fail"]["events seen"]["entries"] == 300 - len(expected_bad)
     # the surviving events are identical to a job without the failing algorithm
     clean = chain(tmp_path, output="clean.root")
     run(clean)
@@ -165,6 +167,17 @@ def test_output_compression_and_ttree(tmp_path):
         assert isinstance(f.file.compression, uproot.LZ4)
     with pytest.raises(ConfigurationError, match="unknown algorithm"):
         make_app(opts, ["ApplicationMgr.Compression=GZIP:1"]).initialize()
+
+
+def test_cuda_provider_requested_without_gpu(tmp_path):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("a CUDA provider is available here")
+    opts = chain(tmp_path)
+    with pytest.raises(ConfigurationError, match="'cuda' requested but onnxruntime offers only"):
+        make_app(opts, ["ApplicationMgr.OnnxProvider=cuda"]).initialize()
+    make_app(opts, ["ApplicationMgr.OnnxProvider=auto"]).initialize()  # falls back to the CPU
 
 
 def test_ntuple_without_output_file_is_an_error(tmp_path):

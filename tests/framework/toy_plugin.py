@@ -69,6 +69,7 @@ class FailOn(Algorithm):
     Particles = Input("/Event/MC/Particles", "toy particles")
 
     def execute(self, ctx, Particles):
+        self.counter("events seen").increment(ctx.n_events)
         bad = (ctx.event_numbers % self.Modulo) == self.Remainder
         if np.any(bad):
             raise RuntimeError(f"bad event(s) {ctx.event_numbers[bad].tolist()}")
