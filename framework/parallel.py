@@ -7,7 +7,7 @@ writes its own temporary file, merged in event order into the requested output, 
 """
 from __future__ import annotations
 
-import json
+import multiprocessing
 import os
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
@@ -58,7 +58,8 @@ def run_parallel(app, option_files, overrides, extra_plugins=()) -> dict:
         out = os.path.join(tmpdir, f"shard{i:04d}.root") if app.Output else ""
         jobs.append((list(option_files), list(overrides), first, n, out, list(extra_plugins)))
     app.report("INFO", f"{n_total} events in {len(shards)} shards on {app.Processes} processes")
-    with ProcessPoolExecutor(max_workers=app.Processes) as pool:
+    # 'spawn': workers start clean (no inherited ONNX Runtime thread pools or numba state)
+    with ProcessPoolExecutor(max_workers=app.Processes, mp_context=multiprocessing.get_context("spawn")) as pool:
         results = list(pool.map(_run_shard, jobs))
     errors = [r["error"] for r in results if "error" in r]
     if errors:
