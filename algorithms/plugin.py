@@ -10,6 +10,8 @@ from .conditions import PRESETS
 # (module, class names) — imported when the registry is built
 BUILTIN_ALGORITHMS = [
     ("algorithms.basic", ["NoOp", "EventCounter", "PrescaleFilter"]),
+    ("algorithms.generators.hepmc", ["HepMCReader"]),
+    ("algorithms.generators.pythia8", ["Pythia8Generator"]),
 ]
 
 
