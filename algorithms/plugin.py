@@ -12,6 +12,7 @@ BUILTIN_ALGORITHMS = [
     ("algorithms.basic", ["NoOp", "EventCounter", "PrescaleFilter"]),
     ("algorithms.generators.hepmc", ["HepMCReader"]),
     ("algorithms.generators.pythia8", ["Pythia8Generator"]),
+    ("algorithms.pid.teacher.algorithm", ["PIDTeacher"]),
 ]
 
 

@@ -1,0 +1,1 @@
+"""Training-sample makers and trainers for the PID models."""

@@ -1,0 +1,189 @@
+"""Reference detector (teacher) for RICH and MUON PID: physics unit tests (not LHCb data)."""
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from algorithms.pid.teacher import constants as C
+from algorithms.pid.teacher import (cherenkov_angle, cherenkov_threshold, decay_probability, expected_photons,
+                                    max_cherenkov_angle, refractive_index, rich_muon_response, teacher_response)
+from framework.random import RandomStreams
+
+KEY = RandomStreams(7, 0, "PIDTeacherTest").key_for(0)
+M = dict(zip(C.HYPO_NAMES, C.HYPO_MASS))
+
+
+def tracks(n, pdg, p_mev, eta=3.0, phi=0.4, ntracks=130.0, first=0, charge=1):
+    """n identical-kinematics tracks from the origin, each its own event (keys first..first+n-1)."""
+    t = math.tan(2 * math.atan(math.exp(-eta)))
+    return dict(pid=np.full(n, pdg), p=np.full(n, float(p_mev)), x=0.0, y=0.0, z=0.0, tx=t * math.cos(phi),
+                ty=t * math.sin(phi), charge=charge, ntracks=ntracks, prod_z=0.0,
+                event=np.arange(first, first + n), index=0, key=KEY)
+
+
+def run(tr, **ov):
+    return rich_muon_response(**tr, **ov)
+
+
+# ------------------------------------------------------------------------------------ RICH
+@pytest.mark.parametrize("rad", [0, 1])
+@pytest.mark.parametrize("hyp", ["e", "mu", "pi", "K", "p"])
+def test_threshold_formula_exact(rad, hyp):
+    n = 1.0 + C.RICH_N_MINUS_1[rad]
+    expect = M[hyp] / math.sqrt(n * n - 1.0)
+    got = float(cherenkov_threshold(M[hyp], rad))
+    assert abs(got / expect - 1) < 1e-6
+    # angle is NaN just below and finite just above threshold
+    assert np.isnan(cherenkov_angle(got * (1 - 1e-6), M[hyp], rad))
+    assert np.isfinite(cherenkov_angle(got * (1 + 1e-6), M[hyp], rad))
+
+
+def test_published_thresholds():
+    # lhcb_performance.md (D): C4F10 pi 2.6, K 9.3, p 17.7 GeV; CF4 pi 4.4, K 15.6, p 29.7 GeV
+    for rad, vals in ((0, (2.6, 9.3, 17.7)), (1, (4.4, 15.6, 29.7))):
+        for hyp, v in zip(("pi", "K", "p"), vals):
+            assert float(cherenkov_threshold(M[hyp], rad)) / 1000 == pytest.approx(v, abs=0.05)
+
+
+@pytest.mark.parametrize("rad", [0, 1])
+def test_cherenkov_angle_formula(rad):
+    n = refractive_index(rad)
+    p = np.geomspace(3e3, 2e5, 50)
+    for m in C.HYPO_MASS:
+        th = cherenkov_angle(p, m, rad)
+        beta = p / np.hypot(p, m)
+        ok = np.isfinite(th)
+        assert np.allclose(np.cos(th[ok]), 1.0 / (n * beta[ok]), rtol=1e-12)
+        assert np.all(th[ok] < max_cherenkov_angle(rad))
+    # saturation: 53 / 32 mrad (lhcb_performance.md)
+    assert max_cherenkov_angle(rad) * 1e3 == pytest.approx((53, 32)[rad], abs=0.5)
+    assert cherenkov_angle(1e9, M["pi"], rad) == pytest.approx(max_cherenkov_angle(rad), rel=1e-6)
+
+
+def test_kaon_below_threshold_gives_no_kaon_photons():
+    pth = float(cherenkov_threshold(M["K"], 0))
+    r = run(tracks(3000, 321, pth * (1 - 1e-6), eta=3.0))
+    assert r["inRich1"].all()
+    assert np.all(r["nSignalPhotons"][:, 0] == 0)
+    # just above threshold light appears in RICH1 (yield grows from zero); well above it is abundant
+    r2 = run(tracks(3000, 321, 20000.0, eta=3.0, first=10**6))
+    assert r2["nSignalPhotons"][:, 0].mean() > 5
+
+
+@pytest.mark.parametrize("p_gev,rad", [(6.0, 0), (20.0, 0), (40.0, 1), (80.0, 1)])
+def test_photon_yield_poisson(p_gev, rad):
+    """Mean and variance of the signal photon count = N_sat sin^2(theta)/sin^2(theta_max) (Poisson)."""
+    n = 4000
+    tr = tracks(n, 211, p_gev * 1e3, eta=3.2, phi=1.2)
+    tx, ty = tr["tx"], tr["ty"]
+    r = run(tr, RICH_RING_LOSS=np.zeros(2), RICH_RING_LOSS_BOTH=0.0)
+    assert r["inRich1" if rad == 0 else "inRich2"].all()
+    mu = float(expected_photons(p_gev * 1e3, M["pi"], rad, math.sqrt(1 + tx * tx + ty * ty)))
+    k = r["nSignalPhotons"][:, rad]
+    pull = (k.mean() - mu) / math.sqrt(mu / n)
+    assert abs(pull) < 4, (k.mean(), mu)
+    assert k.var() / mu == pytest.approx(1.0, abs=5 * math.sqrt(2.0 / n) + 0.02)
+
+
+def test_veto_mode_and_no_rich():
+    # 6 GeV: K below C4F10 threshold; a kaon is identified by the *absence* of the pion ring
+    rk = run(tracks(2000, 321, 6000.0, eta=3.0))
+    rp = run(tracks(2000, 211, 6000.0, eta=3.0, first=10**6))
+    assert np.median(rk["RichDLLK"]) > 5 and np.median(rp["RichDLLK"]) < -5
+    # no RICH: tracks outside both acceptances (eta = 1.5 -> 430 mrad) carry the -1000 convention
+    ro = run(tracks(200, 321, 20000.0, eta=1.5))
+    assert not ro["hasRich"].any()
+    assert np.all(ro["RichDLLK"] == -1000.0)
+
+
+def test_occupancy_broadens_dll():
+    lo = run(tracks(4000, 211, 30000.0, ntracks=30.0))
+    hi = run(tracks(4000, 211, 30000.0, ntracks=600.0))
+    assert np.median(hi["RichDLLK"]) > np.median(lo["RichDLLK"])  # weaker separation at high occupancy
+    assert hi["nBackgroundPhotons"].mean() > 5 * lo["nBackgroundPhotons"].mean()
+
+
+# ------------------------------------------------------------------------------------ MUON
+def test_ismuon_steps_at_3_and_6_gev():
+    eff = {}
+    full = {}
+    for i, p in enumerate((2.9, 4.0, 5.0, 7.5, 20.0)):
+        # vertical track: the magnet kick (1.25 GeV / p) keeps it inside the muon acceptance
+        r = run(tracks(3000, -13, p * 1e3, eta=3.0, phi=math.pi / 2, first=i * 10**6, charge=1))
+        assert r["InMuonAcc"].all()
+        eff[p] = r["isMuon"].mean()
+        # penetration of M2-M5 without uncorrelated (occupancy) hits
+        r0 = run(tracks(3000, -13, p * 1e3, eta=3.0, phi=math.pi / 2, first=i * 10**6, charge=1),
+                 MUON_HITS_PER_PAD=np.zeros(4))
+        full[p] = np.mean(r0["nMuonHits"] == 4)
+    assert eff[2.9] == 0.0                      # isMuon needs p > 3 GeV
+    assert eff[4.0] > 0.9 and eff[20.0] > 0.95  # M2+M3 reached above ~3 GeV
+    assert full[5.0] < 0.05 and full[7.5] > 0.9  # all of M2-M5 only above ~6 GeV
+
+
+def test_muon_reach_thresholds():
+    from algorithms.pid.teacher import muon_reach_probability
+    assert muon_reach_probability(3000.0, 1) == pytest.approx(0.5)   # M3 at 3 GeV
+    assert muon_reach_probability(6000.0, 3) == pytest.approx(0.5)   # M5 at 6 GeV
+
+
+def test_decays_in_flight_rate():
+    """Fraction of pions that decay to a muon upstream of the calorimeter = BR (1 - exp(-L/(beta gamma c tau)))."""
+    n = 40000
+    p = 5000.0
+    tr = tracks(n, 211, p, eta=3.0)
+    r = run(tr, KINK_TOLERANCE=1e9)          # no kink veto: pure decay probability
+    ds = math.sqrt(1 + tr["tx"] ** 2 + tr["ty"] ** 2)
+    expect = C.BR_PI_TO_MUNU * float(decay_probability(p, M["pi"], C.HYPO_CTAU[C.PI], C.Z_CALO, ds))
+    k = r["decayedToMuon"].sum()
+    assert stats.binomtest(int(k), n, expect).pvalue > 1e-3, (k / n, expect)
+    # decays make pions muon-like: isMuon rate of decayed pions >> of the others
+    assert r["isMuon"][r["decayedToMuon"]].mean() > 10 * r["isMuon"][~r["decayedToMuon"]].mean()
+
+
+def test_muon_ll_separates():
+    rm = run(tracks(3000, 13, 20000.0, charge=-1))
+    rp = run(tracks(3000, 211, 4500.0, first=10**6))
+    mu_dll = rm["MuonMuLL"][rm["isMuon"]] - rm["MuonBkgLL"][rm["isMuon"]]
+    assert np.median(mu_dll) > 0
+    assert np.all(rm["MuonMuLL"][~rm["isMuon"]] == -1000.0)
+    if rp["isMuon"].sum() > 20:
+        pi_dll = rp["MuonMuLL"][rp["isMuon"]] - rp["MuonBkgLL"][rp["isMuon"]]
+        assert np.median(pi_dll) < np.median(mu_dll)
+
+
+# ------------------------------------------------------------------------------------ global
+def test_reproducible_regardless_of_batch():
+    rng = np.random.default_rng(0)   # only to build the test batch, not used by the teacher
+    n = 3000
+    pid = rng.choice([11, 13, 211, 321, 2212], n)
+    args = dict(pid=pid, p=rng.uniform(2e3, 1e5, n), x=0.0, y=0.0, z=rng.normal(0, 40, n), tx=rng.uniform(-0.2, 0.2, n),
+                ty=rng.uniform(-0.2, 0.2, n), charge=rng.choice([-1, 1], n), ntracks=rng.uniform(20, 400, n),
+                prod_z=0.0, event=rng.integers(0, 50, n), index=np.arange(n), key=KEY)
+    full = teacher_response(**args)
+    sub = rng.permutation(n)[:700]
+    part = teacher_response(**{k: (v[sub] if isinstance(v, np.ndarray) else v) for k, v in args.items()})
+    for c in ("RichDLLe", "RichDLLK", "RichDLLp", "isMuon", "MuonMuLL", "PIDmu", "ProbNNk"):
+        np.testing.assert_array_equal(full[c][sub], part[c])
+    other = teacher_response(**{**args, "key": RandomStreams(8, 0, "PIDTeacherTest").key_for(0)})
+    assert not np.array_equal(full["RichDLLK"], other["RichDLLK"])
+
+
+def test_probnn_normalised_and_ghost_zero():
+    r = teacher_response(**tracks(500, 321, 15000.0))
+    s = sum(r[c] for c in ("ProbNNe", "ProbNNmu", "ProbNNpi", "ProbNNk", "ProbNNp"))
+    np.testing.assert_allclose(s, 1.0, rtol=1e-9)
+    assert np.all(r["ProbNNghost"] == 0.0)
+    assert np.mean(r["ProbNNk"]) > 0.5
+
+
+def test_combined_dlls():
+    r = teacher_response(**tracks(500, 13, 15000.0, charge=-1))
+    np.testing.assert_array_equal(r["PIDK"], np.where(r["hasRich"], r["RichDLLK"], 0.0))
+    np.testing.assert_allclose(r["PIDmu"], np.where(r["hasRich"], r["RichDLLmu"], 0.0) + r["muonDLL"])
+
+
+def test_unknown_override_is_reported():
+    with pytest.raises(ValueError, match="RICH_RING_LOSS"):
+        run(tracks(3, 211, 1e4), RICH_RING_LOS=0.1)
