@@ -10,6 +10,7 @@ from .conditions import PRESETS
 # (module, class names) — imported when the registry is built
 BUILTIN_ALGORITHMS = [
     ("algorithms.basic", ["NoOp", "EventCounter", "PrescaleFilter"]),
+    ("algorithms.generators.particle_gun", ["ParticleGun"]),
     ("algorithms.generators.hepmc", ["HepMCReader"]),
     ("algorithms.generators.pythia8", ["Pythia8Generator"]),
     ("algorithms.pid.teacher.algorithm", ["PIDTeacher"]),
