@@ -13,6 +13,12 @@ BUILTIN_ALGORITHMS = [
     ("algorithms.generators.particle_gun", ["ParticleGun"]),
     ("algorithms.generators.hepmc", ["HepMCReader"]),
     ("algorithms.generators.pythia8", ["Pythia8Generator"]),
+    ("algorithms.tracking.pv", ["PVReconstruction"]),
+    ("algorithms.tracking.acceptance", ["Acceptance"]),
+    ("algorithms.tracking.efficiency", ["TrackingEfficiency"]),
+    ("algorithms.tracking.ip", ["TrackIP"]),
+    ("algorithms.tracking.summary", ["RecSummary"]),
+    ("algorithms.tracking.ntuple", ["TrackTupleWriter"]),
     ("algorithms.pid.teacher.algorithm", ["PIDTeacher"]),
 ]
 

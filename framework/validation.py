@@ -74,7 +74,10 @@ class CalibrationBin:
     ``error``: binomial standard error of the observed rate under the prediction,
     sqrt(p (1 - p) / n_eff) with p = predicted clipped to [1/n_eff, 1 - 1/n_eff] (an upper bound
     when outcomes are soft labels);
-    ``diff`` = observed - predicted; ``pull`` = diff / error.
+    ``diff`` = observed - predicted; ``pull`` = diff / error; ``diff_error``: standard error of
+    the mean per-row difference (outcome - prob) in the bin -- for soft labels the relevant
+    statistical uncertainty of ``diff`` (a model whose per-row errors have random sign gives
+    |diff| ~ diff_error).
     """
 
     bin: dict
@@ -85,6 +88,7 @@ class CalibrationBin:
     error: float
     diff: float
     pull: float
+    diff_error: float = float("nan")
 
     def to_dict(self) -> dict:
         return _plain(asdict(self))
@@ -95,7 +99,8 @@ class CalibrationTable:
     """Predicted vs observed rate in bins.
 
     ``max_abs_diff``: max |observed - predicted| over bins with ``n_eff >= min_count``;
-    ``max_abs_diff_bin``: where it happens; ``max_abs_pull``: max |pull| over the same bins;
+    ``max_abs_diff_bin``: where it happens; ``max_abs_diff_error``: that bin's ``diff_error``;
+    ``max_abs_pull``: max |pull| over the same bins;
     ``chi2``/``ndf``: sum of pull^2 over those bins and their number (calibrated model:
     chi2/ndf ~ 1 for 0/1 outcomes, < 1 for soft labels); ``overall``: (predicted, observed) over
     all rows.
@@ -105,6 +110,7 @@ class CalibrationTable:
     bins: list = field(default_factory=list)
     max_abs_diff: float = 0.0
     max_abs_diff_bin: dict | None = None
+    max_abs_diff_error: float = float("nan")
     max_abs_pull: float = 0.0
     chi2: float = 0.0
     ndf: int = 0
@@ -116,6 +122,7 @@ class CalibrationTable:
             "variables": list(self.variables),
             "max_abs_diff": self.max_abs_diff,
             "max_abs_diff_bin": self.max_abs_diff_bin,
+            "max_abs_diff_error": self.max_abs_diff_error,
             "max_abs_pull": self.max_abs_pull,
             "chi2": self.chi2,
             "ndf": self.ndf,
@@ -198,6 +205,8 @@ def calibration_in_bins(
     sw2 = np.bincount(flat, weights=ws * ws, minlength=nbins)
     swp = np.bincount(flat, weights=ws * ps, minlength=nbins)
     swo = np.bincount(flat, weights=ws * os, minlength=nbins)
+    dd = os - ps
+    swd2 = np.bincount(flat, weights=ws * dd * dd, minlength=nbins)
 
     table = CalibrationTable(variables=names, min_count=float(min_count))
     best = -1.0
@@ -214,11 +223,14 @@ def calibration_in_bins(
         err = math.sqrt(p * (1.0 - p) / n_eff)
         diff = obs - pred
         pull = diff / err
+        var_d = max(swd2[k] / sw[k] - diff * diff, 0.0)
+        diff_err = math.sqrt(var_d / max(n_eff - 1.0, 1.0))
         multi = np.unravel_index(k, shape) if shape else ()
         label = {name: (float(edges_list[i][j]), float(edges_list[i][j + 1]))
                  for i, (name, j) in enumerate(zip(names, multi))}
         b = CalibrationBin(bin=label, n=float(sw[k]), n_eff=float(n_eff), predicted=float(pred),
-                           observed=float(obs), error=float(err), diff=float(diff), pull=float(pull))
+                           observed=float(obs), error=float(err), diff=float(diff), pull=float(pull),
+                           diff_error=float(diff_err))
         table.bins.append(b)
         if n_eff >= min_count:
             table.chi2 += pull * pull
@@ -228,6 +240,7 @@ def calibration_in_bins(
                 best = abs(diff)
                 table.max_abs_diff = abs(diff)
                 table.max_abs_diff_bin = label
+                table.max_abs_diff_error = float(diff_err)
     tot = float(sw.sum())
     table.overall = {
         "n": tot,
@@ -355,6 +368,7 @@ def classifier_two_sample_auc(
     n_folds: int = 3,
     max_rows: int | None = 200_000,
     max_iter: int = 100,
+    n_threads: int | None = 1,
 ) -> C2STResult:
     """ROC AUC of a classifier separating ``real`` from ``generated`` rows (held-out estimate).
 
@@ -374,6 +388,8 @@ def classifier_two_sample_auc(
         Each sample is randomly subsampled to at most this many rows (speed).
     max_iter : int
         Boosting iterations of sklearn's ``HistGradientBoostingClassifier``.
+    n_threads : int or None
+        OpenMP threads used by the classifier (``threadpoolctl``); None = library default.
     """
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import roc_auc_score
@@ -397,10 +413,18 @@ def classifier_two_sample_auc(
     y = np.r_[np.zeros(xr.shape[0], dtype=np.int8), np.ones(xg.shape[0], dtype=np.int8)]
     score = np.empty(x.shape[0])
     folds = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    for train, test in folds.split(x, y):
-        clf = HistGradientBoostingClassifier(max_iter=max_iter, random_state=seed, early_stopping=False)
-        clf.fit(x[train], y[train])
-        score[test] = clf.predict_proba(x[test])[:, 1]
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - sklearn depends on threadpoolctl
+        import contextlib
+
+        def threadpool_limits(limits=None):
+            return contextlib.nullcontext()
+    with threadpool_limits(limits=n_threads):
+        for train, test in folds.split(x, y):
+            clf = HistGradientBoostingClassifier(max_iter=max_iter, random_state=seed, early_stopping=False)
+            clf.fit(x[train], y[train])
+            score[test] = clf.predict_proba(x[test])[:, 1]
     auc = float(roc_auc_score(y, score))
     return C2STResult(auc=auc, auc_error=_hanley_mcneil(0.5, xr.shape[0], xg.shape[0]),
                       n_real=int(xr.shape[0]), n_generated=int(xg.shape[0]), n_folds=int(n_folds))

@@ -1,0 +1,1 @@
+"""flashsim models package."""
