@@ -20,6 +20,9 @@ BUILTIN_ALGORITHMS = [
     ("algorithms.tracking.summary", ["RecSummary"]),
     ("algorithms.tracking.ntuple", ["TrackTupleWriter"]),
     ("algorithms.pid.teacher.algorithm", ["PIDTeacher"]),
+    ("algorithms.analysis.particles", ["MakeParticles", "MakeNoPIDParticles"]),
+    ("algorithms.analysis.combiner", ["CombineParticles"]),
+    ("algorithms.analysis.tuples", ["DecayTreeTuple", "MCDecayTreeTuple"]),
 ]
 
 

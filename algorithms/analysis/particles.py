@@ -1,0 +1,412 @@
+"""Analysis particles: the columnar layout shared by particle makers, combiners and tuples, and
+the particle makers (charged tracks with a mass hypothesis, cut with the cut grammar).
+
+Layout of a particle collection (``/Event/Phys/<Name>/Particles``; one row per particle, rows
+grouped by event as every :class:`framework.Collection`):
+
+* the **head columns** (``NODE_FIELDS``): ``pid``, ``charge``, ``p4`` (N,4) = (px, py, pz, E)
+  [MeV], ``m`` [MeV] (mass hypothesis for tracks, fitted mass for composites), ``track``
+  (within-event index into ``/Event/Rec/Tracks``; -1 for composites), ``mc`` (within-event index
+  into ``/Event/MC/Particles`` of the track's MC particle; -1 for composites), the line
+  representation ``state`` (N,5) = (x, y, tx, ty, q/p) at ``z`` with ``cov`` (N,5,5) (composites:
+  a straight line from the decay vertex along the momentum, q/p replaced by 1/p), track
+  ``trtype``, ``trchi2dof``, ``ghostprob``, PID ``PIDe PIDmu PIDK PIDp ProbNNe ProbNNmu ProbNNpi
+  ProbNNk ProbNNp ProbNNghost`` (NaN when no PID) and ``isMuon hasRich InMuonAcc``; decay vertex
+  ``vtx`` (N,3), ``vcov`` (N,3,3), ``vchi2``, ``vndof`` (NaN/0 for tracks); the own (best) PV
+  ``ownpv`` (N,3), ``ownpv_cov`` (N,3,3), ``ip`` [mm], ``ipchi2`` to it, and for composites
+  ``fd`` [mm], ``fdchi2``, ``dira``, ``mcorr`` [MeV], ``tau`` [ns] w.r.t. it;
+* **flat extras** (``FLAT_EXTRA``): ``best_pv`` (within-event PV index, -1 none), ``mip``,
+  ``mipchi2`` (minimum over all PVs), ``cov7`` (N,7,7) of (x, y, z, px, py, pz, E) (composites);
+* the **decay tree** as fixed-layout node arrays ``nodes_<field>`` (N, n_nodes, ...) for every
+  field of ``NODE_FIELDS``; node 0 is the particle itself, then its daughters depth-first in
+  descriptor order (the :class:`Topology` of the producing algorithm).  A track has one node.
+
+Best PV = smallest IPchi2 (straight lines, PV covariance included), as DaVinci's
+``BestPVAlgorithm``.  Units: MeV, mm, ns.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numba as nb
+import numpy as np
+
+from framework import Algorithm, Collection, ConfigurationError, Input, Output, Property
+
+from .cuts import C_MM_PER_NS, CutError, ParticleView, compile_cut
+from .kinematics import pdg_charge, pdg_mass, resolve_pid, track_p4
+
+__all__ = ["NODE_FIELDS", "FLAT_EXTRA", "PID_FIELDS", "Topology", "empty_particles", "node_columns",
+           "line_pv_geometry", "vertex_pv_geometry", "make_track_particles", "find_producer",
+           "MakeParticles", "MakeNoPIDParticles", "TRACK_TYPES"]
+
+PID_FLOATS = ("PIDe", "PIDmu", "PIDK", "PIDp", "ProbNNe", "ProbNNmu", "ProbNNpi", "ProbNNk", "ProbNNp",
+              "ProbNNghost")
+PID_BOOLS = ("isMuon", "hasRich", "InMuonAcc")
+PID_FIELDS = PID_FLOATS + PID_BOOLS
+TRACK_TYPES = {"Long": 3, "Upstream": 4, "Downstream": 5}
+
+f8, f4, i4, i1 = np.float64, np.float32, np.int32, np.int8
+NODE_FIELDS: dict = {
+    "pid": (i4, ()), "charge": (i1, ()), "p4": (f8, (4,)), "m": (f8, ()),
+    "track": (i4, ()), "mc": (i4, ()),
+    "state": (f8, (5,)), "z": (f8, ()), "cov": (f8, (5, 5)),
+    "trtype": (i1, ()), "trchi2dof": (f4, ()), "ghostprob": (f4, ()),
+    **{k: (f4, ()) for k in PID_FLOATS}, **{k: (np.bool_, ()) for k in PID_BOOLS},
+    "vtx": (f8, (3,)), "vcov": (f8, (3, 3)), "vchi2": (f8, ()), "vndof": (i4, ()),
+    "ownpv": (f8, (3,)), "ownpv_cov": (f8, (3, 3)), "ip": (f8, ()), "ipchi2": (f8, ()),
+    "fd": (f8, ()), "fdchi2": (f8, ()), "dira": (f8, ()), "mcorr": (f8, ()), "tau": (f8, ()),
+}
+FLAT_EXTRA: dict = {"best_pv": (i4, ()), "mip": (f8, ()), "mipchi2": (f8, ()), "cov7": (f8, (7, 7))}
+_FILL = {"track": -1, "mc": -1, "trtype": 0, "vndof": 0, "pid": 0, "charge": 0, "best_pv": -1}
+
+
+def _filled(dtype, shape, n, key):
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        return np.full((n,) + shape, np.nan, dtype=dt)
+    if dt.kind == "b":
+        return np.zeros((n,) + shape, dtype=dt)
+    return np.full((n,) + shape, _FILL.get(key, 0), dtype=dt)
+
+
+def default_columns(n: int) -> dict:
+    """Head + flat columns for n particles, filled with 'missing' values (NaN, -1, False)."""
+    out = {k: _filled(dt, sh, n, k) for k, (dt, sh) in NODE_FIELDS.items()}
+    out.update({k: _filled(dt, sh, n, k) for k, (dt, sh) in FLAT_EXTRA.items()})
+    return out
+
+
+def node_columns(head: dict, daughters_nodes=()) -> dict:
+    """``nodes_<field>`` arrays: the head's own values as node 0 followed by the daughters' node
+    arrays (each a dict of ``nodes_<field>`` (N, n_i, ...), row-aligned with ``head``)."""
+    out = {}
+    for k in NODE_FIELDS:
+        parts = [head[k][:, None]] + [d[f"nodes_{k}"] for d in daughters_nodes]
+        out[f"nodes_{k}"] = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+    return out
+
+
+def empty_particles(n_events: int, n_nodes: int = 1, event_numbers=None) -> Collection:
+    cols = default_columns(0)
+    for k, (dt, sh) in NODE_FIELDS.items():
+        cols[f"nodes_{k}"] = np.zeros((0, n_nodes) + sh, dtype=dt)
+    return Collection(cols, np.zeros(n_events + 1, np.int64), event_numbers)
+
+
+# ---------------------------------------------------------------------------------------------
+# decay-tree topology (fixed node layout of a particle collection)
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Topology:
+    """Node layout of the particles of one producer: pre-order (head first, daughters depth-first
+    in descriptor order).  ``pids``/``names`` are those of the "particle" alternative (the
+    charge-conjugate candidates have conjugated pids in their ``nodes_pid``)."""
+
+    pids: tuple
+    names: tuple
+    parent: tuple
+    basic: tuple
+
+    @property
+    def n_nodes(self) -> int:
+        return len(self.pids)
+
+    def daughters(self, i: int) -> list[int]:
+        return [j for j, p in enumerate(self.parent) if p == i]
+
+    def subtree(self, i: int) -> list[int]:
+        out = [i]
+        for d in self.daughters(i):
+            out.extend(self.subtree(d))
+        return out
+
+    def leaves(self, i: int = 0) -> list[int]:
+        return [j for j in self.subtree(i) if self.basic[j]]
+
+    def shape(self) -> tuple:
+        """(|pid|, parent) per node: topologies with the same shape share the node layout."""
+        return tuple((abs(p), q) for p, q in zip(self.pids, self.parent))
+
+    @staticmethod
+    def basic_particle(pid: int, name: str) -> "Topology":
+        return Topology((int(pid),), (name,), (-1,), (True,))
+
+    @staticmethod
+    def combine(pid: int, name: str, children) -> "Topology":
+        pids, names, parent, basic = [int(pid)], [name], [-1], [False]
+        for ch in children:
+            off = len(pids)
+            pids += list(ch.pids)
+            names += list(ch.names)
+            parent += [off + p if p >= 0 else 0 for p in ch.parent]
+            basic += list(ch.basic)
+        return Topology(tuple(pids), tuple(names), tuple(parent), tuple(basic))
+
+    def describe(self, i: int = 0) -> str:
+        d = self.daughters(i)
+        if not d:
+            return self.names[i]
+        inner = " ".join(self.describe(j) if not self.daughters(j) else f"({self.describe(j)})" for j in d)
+        return f"{self.names[i]} -> {inner}"
+
+
+def find_producer(app, path: str, requester: str):
+    """The algorithm that writes ``path`` and produces analysis particles (has
+    ``particle_topology``); ConfigurationError otherwise."""
+    for alg in app.algorithms:
+        if not alg.Enable:
+            continue
+        for h in alg.handles("output"):
+            if getattr(alg, h) == path:
+                if not hasattr(alg, "particle_topology"):
+                    raise ConfigurationError(f"{requester}: input {path} is written by {alg.name} "
+                                             f"({type(alg).__name__}), which does not produce analysis particles")
+                return alg
+    from framework.errors import did_you_mean
+
+    known = [getattr(a, h) for a in app.algorithms for h in a.handles("output") if hasattr(a, "particle_topology")]
+    raise ConfigurationError(f"{requester}: no algorithm produces particles at {path}{did_you_mean(path, known)}; "
+                             f"particle locations: {', '.join(known) or 'none'}")
+
+
+# ---------------------------------------------------------------------------------------------
+# geometry w.r.t. primary vertices (numba)
+# ---------------------------------------------------------------------------------------------
+@nb.njit(cache=True, inline="always")
+def _ip_chi2(x, y, z, tx, ty, C, vx, vy, vz, V):
+    """IP [mm] and IPchi2 of the line (x, y, tx, ty) at z (4x4 cov C) w.r.t. (vx, vy, vz) (cov V)."""
+    dz = vz - z
+    rx = x + tx * dz - vx
+    ry = y + ty * dz - vy
+    v00 = C[0, 0] + 2.0 * dz * C[0, 2] + dz * dz * C[2, 2]
+    v11 = C[1, 1] + 2.0 * dz * C[1, 3] + dz * dz * C[3, 3]
+    v01 = C[0, 1] + dz * (C[0, 3] + C[2, 1]) + dz * dz * C[2, 3]
+    v00 += V[0, 0] - 2.0 * tx * V[0, 2] + tx * tx * V[2, 2]
+    v11 += V[1, 1] - 2.0 * ty * V[1, 2] + ty * ty * V[2, 2]
+    v01 += V[0, 1] - tx * V[1, 2] - ty * V[0, 2] + tx * ty * V[2, 2]
+    det = v00 * v11 - v01 * v01
+    n2 = 1.0 + tx * tx + ty * ty
+    proj = (rx * tx + ry * ty) / n2
+    px = rx - proj * tx
+    py = ry - proj * ty
+    ip = math.sqrt(px * px + py * py + proj * proj)
+    if not (det > 0.0):
+        return ip, np.inf
+    return ip, (v11 * rx * rx - 2.0 * v01 * rx * ry + v00 * ry * ry) / det
+
+
+@nb.njit(cache=True)
+def _line_pv_kernel(row_event, state, z, cov, pv_off, pvx, pvy, pvz, pvcov, best, ip, ipchi2, mip, mipchi2):
+    for i in range(row_event.shape[0]):
+        e = row_event[i]
+        best[i] = -1
+        ip[i] = np.nan
+        ipchi2[i] = np.nan
+        mip[i] = np.nan
+        mipchi2[i] = np.nan
+        if not (math.isfinite(state[i, 0]) and math.isfinite(state[i, 2])):
+            continue
+        bchi = np.inf
+        for j in range(pv_off[e], pv_off[e + 1]):
+            a, c = _ip_chi2(state[i, 0], state[i, 1], z[i], state[i, 2], state[i, 3], cov[i],
+                            pvx[j], pvy[j], pvz[j], pvcov[j])
+            if best[i] < 0 or c < bchi:
+                bchi = c
+                best[i] = j - pv_off[e]
+                ip[i] = a
+                ipchi2[i] = c
+            if not (mip[i] <= a):
+                mip[i] = a
+            if not (mipchi2[i] <= c):
+                mipchi2[i] = c
+
+
+def line_pv_geometry(row_event, state, z, cov, pvs: Collection) -> dict:
+    """Best PV (smallest IPchi2) of straight lines and IP/IPchi2 to it, plus the minimum IP and
+    IPchi2 over all PVs of the event (``MIPDV``, ``MIPCHI2DV``).  ``row_event``: local event
+    index of each row.  Returns dict ``best_pv`` (within-event, -1 if no PV), ``ip``, ``ipchi2``,
+    ``mip``, ``mipchi2``, ``ownpv`` (N,3), ``ownpv_cov`` (N,3,3)."""
+    n = len(row_event)
+    out = {"best_pv": np.empty(n, np.int32), "ip": np.empty(n), "ipchi2": np.empty(n), "mip": np.empty(n),
+           "mipchi2": np.empty(n)}
+    pvc = np.ascontiguousarray(pvs["cov"], dtype=np.float64)
+    g = lambda k: np.ascontiguousarray(pvs[k], dtype=np.float64)  # noqa: E731
+    _line_pv_kernel(np.ascontiguousarray(row_event, dtype=np.int64), np.ascontiguousarray(state, dtype=np.float64),
+                    np.ascontiguousarray(z, dtype=np.float64), np.ascontiguousarray(cov, dtype=np.float64),
+                    pvs.offsets, g("x"), g("y"), g("z"), pvc, out["best_pv"], out["ip"], out["ipchi2"],
+                    out["mip"], out["mipchi2"])
+    has = out["best_pv"] >= 0
+    rows = np.where(has, pvs.offsets[:-1][row_event] + out["best_pv"], 0)
+    pos = np.stack([g("x"), g("y"), g("z")], 1) if len(pvs) else np.zeros((0, 3))
+    out["ownpv"] = np.full((n, 3), np.nan)
+    out["ownpv_cov"] = np.full((n, 3, 3), np.nan)
+    if len(pvs):
+        out["ownpv"][has] = pos[rows[has]]
+        out["ownpv_cov"][has] = pvc[rows[has]]
+    return out
+
+
+def vertex_pv_geometry(vtx, vcov, p4, m, pv, pv_cov) -> dict:
+    """Flight distance ``fd`` [mm], ``fdchi2``, ``dira``, corrected mass ``mcorr`` [MeV] and
+    proper time ``tau`` [ns] (flight distance projected on the momentum, ``tauerr`` from the
+    vertex covariances) of decay vertices ``vtx`` (N,3) w.r.t. ``pv`` (N,3); NaN without PV.
+
+    ``mcorr = sqrt(m^2 + pT'^2) + pT'`` with pT' the momentum transverse to the PV->SV flight
+    direction (partially reconstructed decays such as Lambda_b -> Lambda_c mu nu)."""
+    d = np.asarray(vtx, dtype=np.float64) - np.asarray(pv, dtype=np.float64)
+    C = np.asarray(vcov, dtype=np.float64) + np.asarray(pv_cov, dtype=np.float64)
+    p3 = np.asarray(p4, dtype=np.float64)[:, :3]
+    pmag = np.sqrt(np.sum(p3 * p3, 1))
+    fd = np.sqrt(np.sum(d * d, 1))
+    with np.errstate(all="ignore"):
+        ok = np.all(np.isfinite(C), axis=(1, 2))
+        Cs = np.where(ok[:, None, None], C, np.eye(3))
+        sol = np.linalg.solve(Cs, d[:, :, None])[:, :, 0] if len(d) else np.zeros((0, 3))
+        fdchi2 = np.where(ok, np.sum(d * sol, 1), np.nan)
+        dira = np.sum(d * p3, 1) / (fd * pmag)
+        u = d / fd[:, None]
+        pl = np.sum(p3 * u, 1)
+        pperp = np.sqrt(np.maximum(pmag * pmag - pl * pl, 0.0))
+        mcorr = np.sqrt(np.asarray(m) ** 2 + pperp**2) + pperp
+        phat = p3 / pmag[:, None]
+        L = np.sum(d * phat, 1)
+        sL = np.sqrt(np.maximum(np.einsum("ni,nij,nj->n", phat, C, phat), 0.0))
+        scale = np.asarray(m) / (pmag * C_MM_PER_NS)
+        tau, tauerr = L * scale, sL * scale
+    return {"fd": fd, "fdchi2": fdchi2, "dira": dira, "mcorr": mcorr, "tau": tau, "tauerr": tauerr}
+
+
+# ---------------------------------------------------------------------------------------------
+# particles from tracks
+# ---------------------------------------------------------------------------------------------
+def make_track_particles(tracks: Collection, pvs: Collection, species_pid: int, track_types=(3,),
+                         protos: Collection | None = None, cut=None) -> Collection:
+    """Charged particles with the mass hypothesis of ``species_pid`` (its charge conjugate for
+    tracks of the opposite charge) from reconstructed tracks of the given types; PID columns from
+    ``protos`` (same rows as ``tracks``); ``cut`` a compiled particle cut.  Returns a particle
+    collection (one node per row)."""
+    q_sp = pdg_charge(species_pid)
+    if q_sp == 0:
+        raise ConfigurationError(f"species {species_pid} is neutral: photons and pi0 need the calorimeter "
+                                 "branch (not available yet)")
+    ch = np.asarray(tracks["charge"]).astype(np.int64)
+    sel = np.isin(np.asarray(tracks["type"]), np.asarray(track_types)) & (ch != 0)
+    if protos is not None and len(protos) != len(tracks):
+        raise ValueError(f"ProtoParticles has {len(protos)} rows, Tracks has {len(tracks)}: they must match")
+    idx = np.flatnonzero(sel)
+    n = idx.size
+    ev = tracks.event_index[idx]
+    cols = default_columns(n)
+    charge = ch[idx]
+    same = np.sign(charge) == np.sign(q_sp)
+    from ._descriptors import default_table
+
+    anti = default_table().antiparticle(int(species_pid))
+    cols["pid"] = np.where(same, species_pid, anti).astype(np.int32)
+    cols["charge"] = charge.astype(np.int8)
+    mass = pdg_mass(abs(int(species_pid)))
+    state = np.stack([np.asarray(tracks[k], dtype=np.float64)[idx] for k in ("x", "y", "tx", "ty", "qop")], 1)
+    cols["state"] = state
+    cols["z"] = np.asarray(tracks["z"], dtype=np.float64)[idx]
+    cols["cov"] = np.asarray(tracks["cov"], dtype=np.float64)[idx]
+    cols["p4"] = track_p4(state, mass, np.abs(charge))
+    cols["m"] = np.full(n, mass)
+    cols["track"] = tracks.local_index[idx].astype(np.int32)
+    if "mc_index" in tracks:
+        cols["mc"] = np.asarray(tracks["mc_index"], dtype=np.int32)[idx]
+    cols["trtype"] = np.asarray(tracks["type"], dtype=np.int8)[idx]
+    if "chi2PerDoF" in tracks:
+        cols["trchi2dof"] = np.asarray(tracks["chi2PerDoF"], dtype=np.float32)[idx]
+    if "ghostProb" in tracks:
+        cols["ghostprob"] = np.asarray(tracks["ghostProb"], dtype=np.float32)[idx]
+    if protos is not None:
+        for k in PID_FIELDS:
+            if k in protos:
+                cols[k] = np.asarray(protos[k])[idx].astype(NODE_FIELDS[k][0])
+    geo = line_pv_geometry(ev, state, cols["z"], cols["cov"], pvs)
+    cols.update(geo)
+    if cut is not None and not cut.is_trivial:
+        keep = cut(ParticleView(cols))
+        idx, ev = idx[keep], ev[keep]
+        cols = {k: v[keep] for k, v in cols.items()}
+    cols.update(node_columns(cols))
+    counts = np.bincount(ev, minlength=tracks.n_events)
+    return Collection.from_counts(cols, counts, tracks.event_numbers)
+
+
+class _ParticleMakerBase(Algorithm):
+    Species = Property(str, "pi+", "particle hypothesis, e.g. 'K+' (the charge conjugate is included)")
+    Cut = Property(str, "", "selection in the cut grammar, e.g. 'PT > 500 and MIPCHI2DV(PRIMARY) > 9'")
+    TrackTypes = Property(list, ["Long"], "track types used: Long, Upstream, Downstream", item_type=str)
+    Tracks = Input("/Event/Rec/Tracks", "reconstructed tracks")
+    Vertices = Input("/Event/Rec/Vertices", "reconstructed primary vertices")
+    Particles = Output("/Event/Phys/Particles", "selected particles (default /Event/Phys/<name>/Particles)")
+
+    def __init__(self, name=None, **properties):
+        super().__init__(name, **properties)
+        if "Particles" not in self._property_values:
+            self._property_values["Particles"] = f"/Event/Phys/{self.name}/Particles"
+
+    def initialize(self):
+        try:
+            self.pid = resolve_pid(self.Species)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{self.name}.Species: {exc}") from None
+        if pdg_charge(self.pid) == 0:
+            raise ConfigurationError(f"{self.name}.Species: {self.Species!r} is neutral; only charged species can "
+                                     "be made from tracks (photons/pi0 need the calorimeter branch)")
+        bad = [t for t in self.TrackTypes if t not in TRACK_TYPES]
+        if bad:
+            raise ConfigurationError(f"{self.name}.TrackTypes: unknown {bad}; choose from {list(TRACK_TYPES)}")
+        self.types = [TRACK_TYPES[t] for t in self.TrackTypes]
+        try:
+            self.cut = compile_cut(self.Cut, "particle")
+            self.cut.check_kind(True, f"{self.Species} from tracks")
+        except CutError as exc:
+            raise ConfigurationError(f"{self.name}.Cut: {exc}") from None
+        if not self.has_pid:
+            pid_used = sorted(f for f in self.cut.functors if f.upper().startswith(("PID", "PROBNN", "ISMUON",
+                                                                                     "HASRICH", "INMUON")))
+            if pid_used:
+                raise ConfigurationError(f"{self.name}.Cut uses PID functors {pid_used} but {type(self).__name__} "
+                                         "has no ProtoParticles input: use MakeParticles")
+
+    has_pid = False
+
+    def particle_topology(self) -> Topology:
+        return Topology.basic_particle(self.pid, self.Species)
+
+    def particle_species(self) -> set:
+        from ._descriptors import default_table
+
+        return {self.pid, default_table().antiparticle(self.pid)}
+
+    def _make(self, Tracks, Vertices, protos):
+        out = make_track_particles(Tracks, Vertices, self.pid, self.types, protos, self.cut)
+        self.counter("tracks").increment(len(Tracks))
+        self.counter("particles").increment(len(out))
+        return out
+
+
+class MakeParticles(_ParticleMakerBase):
+    """Charged particles from tracks with a mass hypothesis, PID columns and a cut.
+
+    One row per selected track: four-momentum from the track state with the mass of ``Species``
+    (the charge conjugate for tracks of the other charge), the state and its covariance, the
+    MC link, track quality and PID columns, the best PV (smallest IPchi2) with IP/IPchi2 and the
+    minimum IP/IPchi2 over all PVs.  ``Cut`` uses the cut grammar (docs/analysis.md)."""
+
+    ProtoParticles = Input("/Event/Rec/ProtoParticles", "PID information, one row per track")
+    has_pid = True
+
+    def execute(self, ctx, Tracks, Vertices, ProtoParticles):
+        return self._make(Tracks, Vertices, ProtoParticles)
+
+
+class MakeNoPIDParticles(_ParticleMakerBase):
+    """Like MakeParticles without PID information (LHCb's 'NoPIDs' particles); PID columns are NaN."""
+
+    def execute(self, ctx, Tracks, Vertices):
+        return self._make(Tracks, Vertices, None)
