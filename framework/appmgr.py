@@ -132,6 +132,8 @@ class ApplicationMgr(Component):
             if not alg.Enable:
                 continue
             ins = {k: getattr(alg, k) for k in alg.handles("input")}
+            for k in alg.handles("inputlist"):
+                ins.update({f"{k}[{i}]": p for i, p in enumerate(getattr(alg, k))})
             outs = {k: getattr(alg, k) for k in alg.handles("output")}
             rows.append((alg, ins, outs))
         return rows
@@ -140,8 +142,9 @@ class ApplicationMgr(Component):
         produced: dict[str, str] = {}
         problems = []
         for alg, ins, outs in self.dataflow():
+            optional = {k for k, h in alg.handles("input").items() if h.optional}
             for handle, path in ins.items():
-                if path not in produced:
+                if path not in produced and handle not in optional:
                     later = [a.name for a, _, o in self.dataflow() if path in o.values()]
                     hint = f" (produced later by {later[0]}: reorder the sequence)" if later else did_you_mean(path, produced)
                     problems.append(f"{alg.name}.{handle} reads {path}, which no earlier algorithm produces{hint}")
@@ -259,8 +262,8 @@ class ApplicationMgr(Component):
 
     def _execute(self, alg, ctx, store):
         """Run ``alg`` on the batch; returns (normalised result, failed local event indices)."""
-        in_paths = {k: getattr(alg, k) for k in alg.handles("input")}
-        inputs = {k: store.get(p) for k, p in in_paths.items()}
+        in_paths = self._input_paths(alg)
+        inputs = self._fetch(store, in_paths)
         handles = self._handles_of(alg)
         try:
             result = self._normalise(alg, ctx, self._call(alg, ctx, inputs))
@@ -280,7 +283,7 @@ class ApplicationMgr(Component):
         for i in range(ctx.n_events):
             sub_ctx = ctx.subset([i])
             sub_store = store.view_events([i])
-            sub_inputs = {k: sub_store.get(p) for k, p in in_paths.items()}
+            sub_inputs = self._fetch(sub_store, in_paths)
             try:
                 res = self._normalise(alg, sub_ctx, self._call(alg, sub_ctx, sub_inputs))
                 for h in handles:
@@ -300,6 +303,24 @@ class ApplicationMgr(Component):
         else:
             combined = {k: Collection.concat([r[k] for r in good_results]) for k in good_results[0]}
         return combined, failed
+
+    @staticmethod
+    def _input_paths(alg):
+        """{handle: path, list of paths (InputList) or (path, optional)}."""
+        paths = {k: (getattr(alg, k), h.optional) for k, h in alg.handles("input").items()}
+        paths.update({k: getattr(alg, k) for k in alg.handles("inputlist")})
+        return paths
+
+    @staticmethod
+    def _fetch(store, in_paths):
+        inputs = {}
+        for k, spec in in_paths.items():
+            if isinstance(spec, list):
+                inputs[k] = [store.get(p) for p in spec]
+            else:
+                path, optional = spec
+                inputs[k] = store.get_if_exists(path) if optional else store.get(path)
+        return inputs
 
     def _report_failure(self, alg, ctx, exc):
         alg.n_failed_events += ctx.n_events

@@ -138,10 +138,37 @@ class DataHandle(Property):
 
 
 class Input(DataHandle):
-    """A collection the algorithm reads (passed to ``execute`` as a keyword argument)."""
+    """A collection the algorithm reads (passed to ``execute`` as a keyword argument).
+
+    ``optional=True``: the data-flow check accepts that nobody produces it, and ``execute`` then
+    receives ``None``.
+    """
 
     kind = "input"
     mode = "R"
+
+    def __init__(self, path: str, doc: str = "", optional: bool = False):
+        super().__init__(path, doc)
+        self.optional = optional
+
+
+class InputList(Property):
+    """A configurable list of collections read by the algorithm (``execute`` gets a list)."""
+
+    kind = "inputlist"
+    mode = "R"
+    optional = False
+
+    def __init__(self, paths=(), doc: str = ""):
+        super().__init__(list, list(paths), doc, item_type=str)
+
+    def validate(self, value, owner: str = "?"):
+        value = super().validate(value, owner)
+        for i, path in enumerate(value):
+            if not path.startswith("/Event/"):
+                raise ConfigurationError(f"{owner}.{self.name}[{i}]: an event-store path starting with /Event/ was "
+                                         f"expected, got {path!r}")
+        return [p.rstrip("/") for p in value]
 
 
 class Output(DataHandle):

@@ -24,13 +24,11 @@ Candidates are real: combinatorial ones are kept, truth matching happens in the 
 """
 from __future__ import annotations
 
-import re
 
 import numba as nb
 import numpy as np
 
-from framework import Algorithm, Collection, ConfigurationError, Input, Output, Property
-from framework.component import Component
+from framework import Algorithm, Collection, ConfigurationError, Input, InputList, Output, Property
 
 from . import vertexfit
 from .cuts import CombinationView, CutError, ParticleView, compile_cut
@@ -303,32 +301,6 @@ def merge_particles(colls, n_events: int, event_numbers=None, dedupe_tracks: boo
 # ---------------------------------------------------------------------------------------------
 # the algorithm
 # ---------------------------------------------------------------------------------------------
-_DYN = re.compile(r"Inputs_(\d+)$")
-
-
-class _DynamicHandles:
-    """``handles`` that also lists one input handle per entry of the ``Inputs`` list property
-    (``Inputs_0``, ``Inputs_1`` ...) so that the framework checks the data flow of, and passes,
-    a configurable number of particle locations."""
-
-    def __get__(self, obj, cls):
-        base = Component.__dict__["handles"].__func__
-        if obj is None:
-            return lambda kind: base(cls, kind)
-
-        def handles(kind):
-            out = dict(base(cls, kind))
-            if kind == "input":
-                for i, path in enumerate(obj.Inputs):
-                    if not isinstance(path, str) or not path.startswith("/Event/"):
-                        raise ConfigurationError(f"{obj.name}.Inputs[{i}]: an event-store path starting with "
-                                                 f"/Event/ was expected, got {path!r}")
-                    out[f"Inputs_{i}"] = Input(path.rstrip("/"), "particles")
-            return out
-
-        return handles
-
-
 class CombineParticles(Algorithm):
     """Combine particles into decays given by an LHCb decay descriptor, with cuts and a vertex fit.
 
@@ -339,7 +311,7 @@ class CombineParticles(Algorithm):
     intermediate composites.  Output: ``/Event/Phys/<name>/Particles``."""
 
     Decay = Property(str, "", "decay descriptor, e.g. '[B+ -> (J/psi(1S) -> mu+ mu-) K+]cc'")
-    Inputs = Property(list, [], "particle locations (outputs of MakeParticles / CombineParticles)", item_type=str)
+    Inputs = InputList([], "particle locations (outputs of MakeParticles / CombineParticles)")
     DaughtersCuts = Property(dict, {}, "particle name -> cut applied to that daughter type (both charges)")
     CombinationCut = Property(str, "", "cut on the combination before the vertex fit (AM, ADAMASS, ADOCAMAX ...)")
     MotherCut = Property(str, "", "cut on the fitted head (VFASPF(VCHI2/VDOF), BPVDIRA, BPVVDCHI2 ...)")
@@ -350,22 +322,10 @@ class CombineParticles(Algorithm):
     Vertices = Input("/Event/Rec/Vertices", "reconstructed primary vertices")
     Particles = Output("/Event/Phys/Particles", "candidates (default /Event/Phys/<name>/Particles)")
 
-    handles = _DynamicHandles()
-
     def __init__(self, name=None, **properties):
         super().__init__(name, **properties)
         if "Particles" not in self._property_values:
             self._property_values["Particles"] = f"/Event/Phys/{self.name}/Particles"
-
-    def __getattr__(self, name):
-        if not name.startswith("_"):
-            m = _DYN.match(name)
-            if m:
-                inputs = self._property_values.get("Inputs", [])
-                i = int(m.group(1))
-                if i < len(inputs):
-                    return inputs[i].rstrip("/")
-        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
     # -- configuration ---------------------------------------------------------------------
     def initialize(self):
@@ -386,7 +346,7 @@ class CombineParticles(Algorithm):
         self.providers = []
         for i, path in enumerate(self.Inputs):
             alg = find_producer(self.app, path.rstrip("/"), f"{self.name}.Inputs[{i}]")
-            self.providers.append((f"Inputs_{i}", alg.particle_topology(), alg.particle_species(), path))
+            self.providers.append((i, alg.particle_topology(), alg.particle_species(), path))
         # cuts
         self.topology = self._topology(self.alternatives[0])
         for alt in self.alternatives[1:]:
@@ -467,11 +427,11 @@ class CombineParticles(Algorithm):
         return {a.pid for a in self.alternatives}
 
     # -- execution -------------------------------------------------------------------------
-    def execute(self, ctx, Vertices, **inputs):
+    def execute(self, ctx, Vertices, Inputs):
         cache = {}
         parts = []
         for alt in self.alternatives:
-            parts.append(self._build(alt, inputs, Vertices, cache, head=True))
+            parts.append(self._build(alt, Inputs, Vertices, cache, head=True))
         out = merge_particles(parts, ctx.n_events, ctx.event_numbers)
         self.counter("candidates").increment(len(out))
         for key in ("combinations", "passed_combination_cut", "vertex_fit_failed"):

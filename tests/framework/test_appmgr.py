@@ -190,3 +190,19 @@ def test_bad_initialize_is_reported(tmp_path):
     path = write_options(tmp_path, {"ApplicationMgr": {"EvtMax": 1}, "Algorithms": [{"type": "BadInit", "name": "B"}]})
     with pytest.raises(ConfigurationError, match=r"B \(BadInit\) initialize: BadInit: refusing to start"):
         make_app(path).initialize()
+
+
+def test_input_lists_and_optional_inputs(tmp_path):
+    path = write_options(tmp_path, {"ApplicationMgr": {"EvtMax": 40, "BatchSize": 16}, "Algorithms": [
+        {"type": "ToyProducer", "name": "Gen"},
+        {"type": "ToyProducer", "name": "Gen2", "Particles": "/Event/MC/Other", "Mean": 3.0},
+        {"type": "CountAll", "name": "Count", "Sources": ["/Event/MC/Particles", "/Event/MC/Other"]}]})
+    app, summary = run(path)
+    gen = summary["counters"]["Gen"]["multiplicity"]["sum"] + summary["counters"]["Gen2"]["multiplicity"]["sum"]
+    assert summary["counters"]["Count"]["rows"]["entries"] == gen
+    assert summary["counters"]["Count"]["extra present"]["entries"] == 0
+    assert "Sources[1]" in app.dataflow_text()
+    bad = write_options(tmp_path, {"ApplicationMgr": {"EvtMax": 1}, "Algorithms": [
+        {"type": "ToyProducer", "name": "Gen"}, {"type": "CountAll", "name": "Count", "Sources": ["/Event/MC/Missing"]}]}, "bad.yaml")
+    with pytest.raises(ConfigurationError, match=r"Count.Sources\[0\] reads /Event/MC/Missing"):
+        make_app(bad).initialize()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from framework import Algorithm, Collection, ConfigurationError, Filter, Input, Output, Property, hookimpl
+from framework import Algorithm, Collection, ConfigurationError, Filter, Input, InputList, Output, Property, hookimpl
 
 
 class ToyProducer(Algorithm):
@@ -94,6 +94,17 @@ class NeedsMissing(Algorithm):
         return None
 
 
+class CountAll(Algorithm):
+    """Counts rows of a configurable list of collections and of an optional one."""
+
+    Sources = InputList(["/Event/MC/Particles"], "collections to count")
+    Extra = Input("/Event/Rec/Extra", "optional collection", optional=True)
+
+    def execute(self, ctx, Sources, Extra):
+        self.counter("rows").increment(sum(len(c) for c in Sources))
+        self.counter("extra present").increment(int(Extra is not None))
+
+
 class BadInit(Algorithm):
     """Fails at initialize."""
 
@@ -106,7 +117,7 @@ class BadInit(Algorithm):
 
 @hookimpl
 def flashsim_register_components(registry):
-    for cls in (ToyProducer, ToyMLP, ToyTuple, FailOn, HighMultiplicity, NeedsMissing, BadInit):
+    for cls in (ToyProducer, ToyMLP, ToyTuple, FailOn, HighMultiplicity, NeedsMissing, CountAll, BadInit):
         registry.add_algorithm(cls)
 
 
