@@ -65,7 +65,9 @@ def test_kaon_below_threshold_gives_no_kaon_photons():
     pth = float(cherenkov_threshold(M["K"], 0))
     r = run(tracks(3000, 321, pth * (1 - 1e-6), eta=3.0))
     assert r["inRich1"].all()
-    assert np.all(r["nSignalPhotons"][:, 0] == 0)
+    # only kaons that decayed upstream of the radiator (their muon radiates) have signal photons
+    assert np.all(r["nSignalPhotons"][~r["decayedToMuon"], 0] == 0)
+    assert r["decayedToMuon"].mean() < 0.12   # K -> mu nu before the calorimeter, after the kink veto
     # just above threshold light appears in RICH1 (yield grows from zero); well above it is abundant
     r2 = run(tracks(3000, 321, 20000.0, eta=3.0, first=10**6))
     assert r2["nSignalPhotons"][:, 0].mean() > 5
@@ -133,13 +135,75 @@ def test_decays_in_flight_rate():
     n = 40000
     p = 5000.0
     tr = tracks(n, 211, p, eta=3.0)
-    r = run(tr, KINK_TOLERANCE=1e9)          # no kink veto: pure decay probability
+    r = run(tr, KINK_TOLERANCE=1e9, CALO_DEPTH=1e-9)   # no kink veto, no decay inside the calorimeter
     ds = math.sqrt(1 + tr["tx"] ** 2 + tr["ty"] ** 2)
     expect = C.BR_PI_TO_MUNU * float(decay_probability(p, M["pi"], C.HYPO_CTAU[C.PI], C.Z_CALO, ds))
     k = r["decayedToMuon"].sum()
     assert stats.binomtest(int(k), n, expect).pvalue > 1e-3, (k / n, expect)
     # decays make pions muon-like: isMuon rate of decayed pions >> of the others
     assert r["isMuon"][r["decayedToMuon"]].mean() > 10 * r["isMuon"][~r["decayedToMuon"]].mean()
+
+
+def test_decays_inside_calorimeter():
+    """Decays between the ECAL front and the end of the calorimeter count only before the first hadronic
+    interaction: extra rate BR * int_0^D a exp(-a (Z0 + t)) exp(-t / Lambda) dt, a = 1/(beta gamma c tau ds)."""
+    n = 60000
+    p = 4000.0
+    tr = tracks(n, 211, p, eta=3.0, first=5 * 10**6)
+    with_calo = run(tr, KINK_TOLERANCE=1e9)["decayedToMuon"].sum()
+    without = run(tr, KINK_TOLERANCE=1e9, CALO_DEPTH=1e-9)["decayedToMuon"].sum()
+    ds = math.sqrt(1 + tr["tx"] ** 2 + tr["ty"] ** 2)
+    a = ds / (p / M["pi"] * C.HYPO_CTAU[C.PI])
+    lam = C.CALO_DEPTH / C.CALO_LAMBDA_I
+    extra = C.BR_PI_TO_MUNU * a * math.exp(-a * C.Z_CALO) * -math.expm1(-(a + 1 / lam) * C.CALO_DEPTH) / (a + 1 / lam)
+    k = int(with_calo - without)            # same draws: the calorimeter decays are added on top
+    assert k >= 0
+    assert stats.binomtest(k, n, extra).pvalue > 1e-3, (k / n, extra)
+
+
+def test_kink_veto_sees_only_y_upstream_of_magnet():
+    """Upstream of the magnet the bending-plane kink is absorbed in the momentum: decays there survive
+    with exp(-|kink sin phi|/tol), so more decays survive than those after the T stations (where there
+    is no veto; a full-kink veto would remove nearly all others: K at 8 GeV, kink ~ 30 mrad >> 5 mrad)."""
+    n = 60000
+    p = 8000.0
+    tr = tracks(n, 321, p, eta=3.0, first=7 * 10**6)
+    r = run(tr, KINK_TOLERANCE=0.005, CALO_DEPTH=1e-9)
+    free = run(tr, KINK_TOLERANCE=1e9, CALO_DEPTH=1e-9)
+    assert np.all(r["decayedToMuon"] <= free["decayedToMuon"])   # the veto only removes decays
+    kept = r["decayedToMuon"].sum() / free["decayedToMuon"].sum()
+    ds = math.sqrt(1 + tr["tx"] ** 2 + tr["ty"] ** 2)
+    a = ds / (p / M["K"] * C.HYPO_CTAU[C.K])
+    after_t = (math.exp(-a * C.Z_T_END) - math.exp(-a * C.Z_CALO)) / -math.expm1(-a * C.Z_CALO)
+    sigma = math.sqrt(after_t * (1 - after_t) / free["decayedToMuon"].sum())
+    assert kept > after_t + 4 * sigma, (kept, after_t)
+    assert kept < after_t + 0.2
+
+
+def test_ring_overlap_background_scales_with_theta():
+    """Other tracks' rings in the window: mean count bkg_per_track * nTracks * (theta_ref / theta)^2 + floor."""
+    res = {}
+    for eta, first in ((2.5, 0), (3.5, 10**6)):
+        tr = tracks(4000, 211, 30000.0, eta=eta, phi=1.3, first=first)
+        r = run(tr)
+        theta = math.atan(math.hypot(tr["tx"], tr["ty"]))
+        th_max = math.acos(1.0 / (1.0 + C.RICH_N_MINUS_1[0]))
+        mean = C.RICH_BKG_PER_TRACK[0] * 130.0 * (C.RICH_BKG_THETA_REF[0] / max(theta, th_max)) ** 2 + C.RICH_BKG_FLOOR[0]
+        k = r["nBackgroundPhotons"][:, 0]
+        assert abs(k.mean() - mean) < 4 * math.sqrt(mean / k.size), (eta, k.mean(), mean)
+        res[eta] = k.mean()
+    assert res[3.5] > 3 * res[2.5]       # (e^1)^2 ~ 7 more overlap background one unit of eta closer to the beam
+
+
+def test_degraded_ring_keeps_a_uniform_fraction():
+    """A degraded ring keeps a fraction U(0,1) of its yield: mean N/2, and a flat ratio N / N_expected."""
+    n = 6000
+    tr = tracks(n, 211, 40000.0, eta=3.0, phi=0.9)
+    r = run(tr, RICH_RING_LOSS=np.ones(2), RICH_RING_LOSS_BOTH=0.0)
+    mu = float(expected_photons(40000.0, M["pi"], 0, math.sqrt(1 + tr["tx"] ** 2 + tr["ty"] ** 2)))
+    k = r["nSignalPhotons"][:, 0]
+    # E[N] = mu/2, Var[N] = mu/2 + mu^2/12 (Poisson mixed over a uniform mean)
+    assert abs(k.mean() - mu / 2) < 4 * math.sqrt((mu / 2 + mu * mu / 12) / n)
 
 
 def test_muon_ll_separates():

@@ -94,15 +94,27 @@ MUON_FOI_NSIGMA = 3.5          # FOI half-width in units of the expected muon sp
 # integrated public figures (docs/pid_teacher.md).  They stand for effects a Geant4 simulation has
 # and this teacher does not model photon by photon.
 NTRACKS_REF = 130.0            # reference occupancy (median of the Lamarr nTracks parametrisation)
-RICH_BKG_PER_TRACK = np.array([0.06, 0.05])   # background photons in the ring window per nTracks
-RICH_RING_LOSS = np.array([0.10, 0.07])       # fraction of rings lost (hadronic interactions, overlaps, HPD gaps)
+RICH_BKG_PER_TRACK = np.array([0.08, 0.08])   # photons of other rings in the ring window per nTracks, at RICH_BKG_THETA_REF
+RICH_RING_LOSS = np.array([0.20, 0.15])       # fraction of degraded rings: yield x U(0,1) unknown to the likelihood
+                                              # (interactions in the radiator, unmodelled partial coverage); tuned on P(PIDK>5|pi)
 RICH_TRACK_SIGMA = np.array([0.4e-3, 0.2e-3]) # coherent track-direction error at the radiator (rad)
-MUON_HITS_PER_PAD = np.array([0.0024, 0.0012, 0.0008, 0.0008])   # random hits per logical pad at NTRACKS_REF
+MUON_HITS_PER_PAD = np.array([0.0036, 0.0018, 0.0012, 0.0012])   # random hits per logical pad at NTRACKS_REF;
+# calibrated on isMuon of protons (0.0072), the species with no decay in flight (docs/pid_teacher.md)
 PUNCH_LAMBDA_EFF = 1.6         # attenuation length of hadron-shower leakage (lambda_I) at 10 GeV
 PUNCH_LAMBDA_SLOPE = 0.25      # d lambda_eff / d ln(p / 10 GeV)
 RICH_BKG_FLOOR = np.array([0.5, 0.5])          # occupancy-independent background (noise, dark counts)
 RICH_MS_TRACK = np.array([1.5e-3 * 1000.0, 0.3e-3 * 1000.0])  # rad*MeV: multiple-scattering term of the track direction
-KINK_TOLERANCE = 0.005         # rad: a decay kink inside the tracking volume keeps the long track with prob. exp(-kink/tol) (T)
+KINK_TOLERANCE = 0.020         # rad: a decay kink inside the tracking volume keeps the long track with prob.
+                               # exp(-visible kink/tol); upstream of the magnet only the y component is visible (T)
 RICH_RING_LOSS_BOTH = 0.0      # fraction of tracks whose rings are lost in both radiators (T)
-RICH_TRACK_TAIL_FRAC = 0.15    # fraction of tracks whose direction error at the radiators is scaled up (T)
+RICH_TRACK_TAIL_FRAC = 0.30    # fraction of tracks whose direction error at the radiators is scaled up (T)
 RICH_TRACK_TAIL_SCALE = 5.0    # scale of that tail (T)
+# polar angle (rad) of the track at which RICH_BKG_PER_TRACK applies; the ring-overlap background of a
+# track at polar angle theta scales as (theta_ref / max(theta, theta_max))^2 (D: dN/dOmega ~ 1/theta^2
+# for a flat dN/deta, smoothed over one ring radius)
+RICH_BKG_THETA_REF = np.array([0.075, 0.075])
+# calorimeter depth traversed between the ECAL front and M2 (ECAL + HCAL, ~12.5-15.0 m, C) and its
+# thickness in interaction lengths (the ABSORBER_LAMBDA of the calorimeter plane): a hadron decaying
+# inside it gives a muon only if it has not interacted yet
+CALO_DEPTH = 2500.0
+CALO_LAMBDA_I = 6.7

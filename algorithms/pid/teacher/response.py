@@ -8,8 +8,10 @@ Draw layout (uniform draw indices; a normal with index d consumes uniforms 2d an
 indices are >= NORMAL_BASE so the two ranges never overlap):
 
 ==========================  =====================================================
-uniforms 0..9               decay in flight: 0 distance, 1 branching, 2 cos theta*, 3 phi*, 4 kink veto, 5 loss of both rings
-uniforms 100000*(r+1) + ...  RICH radiator r: +0 ring loss, +1 Poisson signal, +2 Poisson background, +3 direction tail,
+uniforms 0..9               decay in flight: 0 distance, 1 branching, 2 cos theta*, 3 phi*, 4 kink veto, 5 loss of both rings,
+                            6 survival against a hadronic interaction inside the calorimeter
+uniforms 100000*(r+1) + ...  RICH radiator r: +0 ring degradation, +1 Poisson signal, +2 Poisson background, +3 direction tail,
+                             +4 surviving fraction of a degraded ring,
                              +1000+j background photon j
 uniforms 300000 + ...        muon: +0 straggling-free punch-through depth, +10+s station efficiency,
                              +20+s random hit, +30+s / +40+s random-hit x / y, +50+s / +60+s pad
@@ -90,6 +92,7 @@ def teacher_kernel(species, p, x, y, z, tx, ty, qop, ntracks, zprod, events, ind
                    pad_x1, pad_y1, r1_half_x, r1_half_y, foi_nsigma, hits_per_pad, ntracks_ref,
                    punch_lambda, punch_slope, br_munu, z_calo, kink_tol, z_t_end, z_kick, pt_kick,
                    mu_acc_inner_x, mu_acc_inner_y, mu_acc_outer_x, mu_acc_outer_y,
+                   bkg_theta_ref, calo_depth, calo_lambda_mm,
                    loglik, has_rich, in_rich, n_sig, n_bkg,
                    in_muon_acc, is_muon, muon_mu_ll, muon_bkg_ll, muon_term, n_muon_hits, decayed):
     n_tr = species.shape[0]
@@ -116,7 +119,12 @@ def teacher_kernel(species, p, x, y, z, tx, ty, qop, ntracks, zprod, events, ind
             ell = -lam * math.log(_u(key, ev, ix, 0))
             z_dec = zprod[i] + ell / ds
             br = br_munu[s]
-            if z_dec < z_calo and _u(key, ev, ix, 1) < br:
+            # a hadron decays to a muon upstream of the calorimeter, or inside it before its first
+            # hadronic interaction (probability exp(-depth / lambda_I) of surviving to that depth)
+            reach = z_dec < z_calo
+            if not reach and z_dec < z_calo + calo_depth:
+                reach = _u(key, ev, ix, 6) < math.exp(-(z_dec - z_calo) / calo_lambda_mm)
+            if reach and _u(key, ev, ix, 1) < br:
                 dec_mu = True
                 e_tot = math.sqrt(pp * pp + m * m)
                 gam = e_tot / m
@@ -133,10 +141,17 @@ def teacher_kernel(species, p, x, y, z, tx, ty, qop, ntracks, zprod, events, ind
                 if p_par <= 0.0:
                     p_mu = 0.0
                 # a decay inside the tracking volume leaves a kink: the track is reconstructed only
-                # if the kink is small (probability exp(-kink / kink_tol)).  The teacher is
-                # conditioned on a reconstructed track, so vetoed decays are treated as no decay.
-                if z_dec < z_t_end and _u(key, ev, ix, 4) > math.exp(-kink / kink_tol):
-                    dec_mu = False
+                # if the kink is small (probability exp(-visible kink / kink_tol)).  Upstream of the
+                # magnet the bending-plane (x) component of the kink is indistinguishable from a
+                # momentum change and is absorbed by the fit: only the y component is visible there.
+                # Between the magnet and the last T station both components are visible.  The teacher
+                # is conditioned on a reconstructed track, so vetoed decays are treated as no decay.
+                if z_dec < z_t_end:
+                    vis = kink
+                    if z_dec < z_kick:
+                        vis = abs(math.tan(kink) * math.sin(phi_k))
+                    if _u(key, ev, ix, 4) > math.exp(-vis / kink_tol):
+                        dec_mu = False
         decayed[i] = dec_mu
         # ---------------------------------------------------------------- RICH
         any_rich = False
@@ -180,13 +195,22 @@ def teacher_kernel(species, p, x, y, z, tx, ty, qop, ntracks, zprod, events, ind
                 if ct < 1.0:
                     th_true = math.acos(ct)
                     mu_true = n0 * math.sin(th_true) ** 2
-            if lost or lost_both:
+            if lost_both:
                 mu_true = 0.0
+            elif lost:
+                # degraded ring: the track stops radiating at a uniform depth of the radiator (hadronic
+                # interaction inside it), a loss the reconstruction's expected yields do not know about
+                mu_true *= _u(key, ev, ix, base_u + 4)
             nsig = _poisson(mu_true, _u(key, ev, ix, base_u + 1))
             s_trk = math.sqrt(sigma_trk[r] ** 2 + (ms_trk[r] / pp) ** 2)
             s_tot = math.sqrt(sigma_ph[r] ** 2 + s_trk * s_trk)
             th_w = th_max + 5.0 * s_tot
-            bexp = bkg_per_track[r] * ntracks[i] + bkg_floor[r]
+            # photons of the other tracks' rings inside this track's ring window: the photon density
+            # on the detector plane follows the track density, dN/dOmega ~ 1/theta^2, smoothed over
+            # one ring radius (theta_max) near the beam.  bkg_per_track is the count at theta_ref.
+            th_trk = math.sqrt(xr * xr + yr * yr) / zm
+            dens = (bkg_theta_ref[r] / max(th_trk, th_max)) ** 2
+            bexp = bkg_per_track[r] * ntracks[i] * dens + bkg_floor[r]
             nb_ = _poisson(bexp, _u(key, ev, ix, base_u + 2))
             n_sig[i, r] = nsig
             n_bkg[i, r] = nb_

@@ -97,6 +97,7 @@ def rich_muon_response(pid, p, x, y, z, tx, ty, charge, ntracks, prod_z, event, 
         float(cst["PUNCH_LAMBDA_SLOPE"]), br, float(cst["Z_CALO"]), float(cst["KINK_TOLERANCE"]), float(cst["Z_T_END"]), float(cst["Z_MAGNET_KICK"]),
         float(cst["PT_KICK"]), float(cst["MUON_ACC_INNER"][0]), float(cst["MUON_ACC_INNER"][1]),
         float(cst["MUON_ACC_OUTER"][0]), float(cst["MUON_ACC_OUTER"][1]),
+        g("RICH_BKG_THETA_REF"), float(cst["CALO_DEPTH"]), float(cst["CALO_DEPTH"]) / float(cst["CALO_LAMBDA_I"]),
         loglik, has_rich, in_rich, n_sig, n_bkg, in_acc, is_muon, mu_ll, bkg_ll, mterm, n_hits, decayed,
     )
     dll = loglik - loglik[:, [C.PI]]
