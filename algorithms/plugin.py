@@ -13,6 +13,7 @@ BUILTIN_ALGORITHMS = [
     ("algorithms.generators.particle_gun", ["ParticleGun"]),
     ("algorithms.generators.hepmc", ["HepMCReader"]),
     ("algorithms.generators.pythia8", ["Pythia8Generator"]),
+    ("algorithms.generators.pythia8_signal", ["Pythia8SignalGenerator"]),
     ("algorithms.tracking.pv", ["PVReconstruction"]),
     ("algorithms.tracking.acceptance", ["Acceptance"]),
     ("algorithms.tracking.efficiency", ["TrackingEfficiency"]),

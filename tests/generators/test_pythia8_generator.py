@@ -142,3 +142,68 @@ def test_truth_model_consistency(reference):
         prim = p["mother"] < 0
         np.testing.assert_allclose(v["z"][p["origin_vertex"][prim]], c["z"][p["collision"][prim]])
     assert n_decays > 100
+
+
+# ------------------------------------------------------------------------------------------
+# one nextBatch per batch (re-seeding in a UserHooks callback) and batch-level truth conversion
+# ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pythia_with_hooks():
+    hooks = P8.make_batch_hooks()
+    return P8.configure_pythia(["SoftQCD:nonDiffractive = on"], 13000.0, hooks=hooks), hooks
+
+
+def test_batched_generation_equals_per_event_reseeding(pythia_with_hooks):
+    py, hooks = pythia_with_hooks
+    seeds = np.array([17, 4, 99, 1234, 5])
+    ncoll = np.array([2, 1, 0, 3, 1])  # an event without collision (signal events' pile-up can be 0)
+    off, cols = P8.generate_batch(py, hooks, seeds, ncoll)
+    assert len(off) - 1 == ncoll.sum()
+    parts = []
+    for s, k in zip(seeds, ncoll):
+        if k:
+            py.rndm.init(int(s))
+            parts.append(P8.batch_arrays(py.nextBatch(int(k))))
+    ref_off, ref_cols = P8.concat_batch_arrays(parts)
+    np.testing.assert_array_equal(off, ref_off)
+    for key in ref_cols:
+        np.testing.assert_array_equal(cols[key], ref_cols[key])
+    # a subset of the events, in another order, gives the same collisions
+    sub_off, sub_cols = P8.generate_batch(py, hooks, seeds[[3, 0]], ncoll[[3, 0]])
+    first = np.cumsum(ncoll) - ncoll
+    for j, (ev, k) in enumerate([(3, 3), (0, 2)]):
+        lo_ref, hi_ref = off[first[ev]], off[first[ev] + k]
+        lo, hi = sub_off[[0, 3][j]], sub_off[[3, 5][j]]
+        np.testing.assert_array_equal(sub_cols["px"][lo:hi], cols["px"][lo_ref:hi_ref])
+
+
+def test_batch_truth_conversion_equals_per_collision_selection(pythia_with_hooks):
+    from algorithms.generators.truth_builder import assemble_truth, select_truth
+
+    py, hooks = pythia_with_hooks
+    seeds, ncoll = np.array([3, 8, 21, 40]), np.array([1, 3, 2, 1])
+    pv = np.random.default_rng(2).normal(size=(ncoll.sum(), 4))
+    off, cols = P8.generate_batch(py, hooks, seeds, ncoll)
+    sizes, flat = P8.strip_system(off, cols)
+    signal_rows = np.array([5, int(sizes[0]) + 7])
+    out = P8.truth_collections(sizes, flat, pv, ncoll, np.arange(4), signal_rows=signal_rows,
+                               signal_trials=[1, 2, 3, 4])
+    events, c = [], 0
+    for k in ncoll:
+        events.append([select_truth(P8.pythia_collision_to_raw(cols, int(off[c + i]), int(off[c + i + 1]), pv[c + i]))
+                       for i in range(k)])
+        c += k
+    ref = assemble_truth(events, np.arange(4), signal_trials=[1, 2, 3, 4])
+    for key in ref:
+        np.testing.assert_array_equal(ref[key].offsets, out[key].offsets)
+        for col in ref[key].columns:
+            a, b = ref[key][col], out[key][col]
+            assert a.dtype == b.dtype, (key, col)
+            if col == "is_signal":
+                continue
+            np.testing.assert_array_equal(a, b, err_msg=f"{key}.{col}")
+    # is_signal marks exactly the kept rows named in signal_rows (if kept)
+    P = out["Particles"]
+    assert P["is_signal"].sum() <= 2
+    sel_pids = flat["id"][signal_rows]
+    assert set(P["pid"][P["is_signal"]]) <= set(sel_pids.tolist())
