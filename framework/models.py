@@ -36,7 +36,11 @@ def model_search_path() -> list[Path]:
     paths.append(Path(sysconfig.get_path("data")) / "share" / "flashsim")
     paths.append(Path(sys.prefix) / "share" / "flashsim")
     paths.append(Path(__file__).resolve().parent.parent)  # source checkout / editable install
-    return paths
+    unique = []
+    for p in paths:
+        if p not in unique:
+            unique.append(p)
+    return unique
 
 
 def resolve_model_path(path: str) -> Path:
