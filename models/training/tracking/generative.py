@@ -1,0 +1,586 @@
+"""Shared code of the generative tracking models (resolution, covariance): conditional
+normalising flows trained by maximum likelihood with PyTorch (CPU) and exported to ONNX in their
+*sampling* direction (noise -> data, no random op in the graph).
+
+Model in one picture (sampling direction, everything below is inside the ONNX graph)::
+
+    x [N, n_in] --(robust scaling + asinh)--> c --MLP--> e (condition embedding)
+    noise [N, d] --(conditional elementwise affine)--> (K affine coupling layers, each an MLP of
+        [half of the variables, e])--> u   (Gaussianised targets)
+    u --(inverse marginal quantile transform: piecewise-linear over stored quantiles)--> t
+    t --(model-specific post-processing, e.g. dp = (dp/p) * p, CPC -> correlations)--> y
+
+* Marginal Gaussianisation: for every target column the training sample's quantiles at
+  Gaussian levels g_k = -G..G (uniform grid) are stored; the graph maps u -> t by linear
+  interpolation between (g_k, q_k) with a uniform grid, so the bin index is arithmetic
+  (floor) and the lookup a Gather: cheap, exact inverse of the training-time transform, and
+  bounded by the training sample's range (no absurd extrapolation).
+* Affine couplings with soft-clamped log-scales; the last layer of each coupling MLP is
+  zero-initialised (the flow starts at the identity).
+
+torch is imported here only: runtime code never imports this module.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_INPUT",
+    "REPO",
+    "load_tree",
+    "split_indices",
+    "Gaussianizer",
+    "track_type_group",
+    "MomentumScale",
+    "ConditionScaler",
+    "build_flow",
+    "train_flow",
+    "export_onnx",
+    "OnnxSampler",
+    "time_model",
+    "ks_per_output",
+    "auc_in_p_bins",
+    "sha256_of",
+    "write_card",
+]
+
+REPO = Path(__file__).resolve().parents[3]
+DEFAULT_INPUT = REPO / ".." / "shared" / "data" / "lhcb_trk2016_samples.root"
+#: fixed seed of the train/validation split shared by the resolution and covariance scripts
+SPLIT_SEED = 20160128
+VALIDATION_FRACTION = 0.2
+
+
+# ----------------------------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------------------------
+def load_tree(path, tree="Resolution") -> dict:
+    import uproot
+
+    with uproot.open(str(path)) as f:
+        return {k: np.asarray(v) for k, v in f[tree].arrays(library="np").items()}
+
+
+def split_indices(n: int, seed: int = SPLIT_SEED, fraction: float = VALIDATION_FRACTION):
+    """(train, validation) row indices: a fixed random permutation (same for both models)."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(n * fraction))
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+# ----------------------------------------------------------------------------------------------
+# preprocessing
+# ----------------------------------------------------------------------------------------------
+class Gaussianizer:
+    """Marginal quantile transform to N(0,1) on a uniform grid of Gaussian levels, with one table
+    per group of rows (e.g. per track type: the graph picks the table from the type flags)."""
+
+    def __init__(self, n_knots: int = 241, g_max: float = 5.0):
+        self.g = np.linspace(-g_max, g_max, n_knots)
+        self.g_max = g_max
+        self.q = None  # [G, D, K]
+
+    @staticmethod
+    def _table(t, levels):
+        q = np.quantile(t, levels, axis=0).T  # [D, K]
+        # strictly increasing knots (ties from discrete values / float32 rounding)
+        span = np.maximum(q[:, -1] - q[:, 0], 1e-30)
+        eps = span * 1e-7
+        for k in range(1, q.shape[1]):
+            q[:, k] = np.maximum(q[:, k], q[:, k - 1] + eps)
+        return q
+
+    def fit(self, t: np.ndarray, groups=None, n_groups: int = 1):
+        from scipy.special import ndtr
+
+        t = np.asarray(t, dtype=np.float64)
+        groups = np.zeros(len(t), np.int64) if groups is None else np.asarray(groups, np.int64)
+        levels = ndtr(self.g)
+        self.q = np.stack([self._table(t[groups == k], levels) for k in range(n_groups)])
+        return self
+
+    def forward(self, t, groups=None):
+        t = np.asarray(t, dtype=np.float64)
+        groups = np.zeros(len(t), np.int64) if groups is None else np.asarray(groups, np.int64)
+        out = np.empty_like(t)
+        for k in range(self.q.shape[0]):
+            m = groups == k
+            for i in range(t.shape[1]):
+                out[m, i] = np.interp(t[m, i], self.q[k, i], self.g)
+        return out
+
+
+def track_type_group(x):
+    """Group index of the per-track-type tables from the flags is_upstream (col 10) and
+    is_downstream (col 11) of the tracking model inputs: 0 long, 1 upstream, 2 downstream."""
+    x = np.asarray(x)
+    return (x[:, 10] > 0.5).astype(np.int64) + 2 * (x[:, 11] > 0.5).astype(np.int64)
+
+
+class MomentumScale:
+    """Per-track-type, momentum-dependent robust scale of the targets (1.4826 MAD in bins of
+    log10 p, log-linearly interpolated): the flow models t / s(log10 p, type), whose conditional
+    shapes are much closer to one another than those of t (resolutions scale ~ 1/p).  Columns not
+    in ``columns`` get s = 1.  The graph multiplies back (same interpolation, Gather on a table)."""
+
+    def __init__(self, columns, lo=2.0, hi=5.8, n_knots=20, min_count=200):
+        self.columns = list(columns)
+        self.lo, self.hi, self.n_knots, self.min_count = lo, hi, n_knots, min_count
+        self.knots = np.linspace(lo, hi, n_knots)
+
+    def fit(self, t, log10_p, groups, n_groups=3):
+        t = np.asarray(t, dtype=np.float64)
+        d = t.shape[1]
+        table = np.zeros((n_groups, d, self.n_knots))
+        half = 0.5 * (self.knots[1] - self.knots[0])
+        for g in range(n_groups):
+            mg = groups == g
+            for c in self.columns:
+                vals = np.full(self.n_knots, np.nan)
+                for k, centre in enumerate(self.knots):
+                    m = mg & (np.abs(log10_p - centre) <= half * 1.5)
+                    if m.sum() >= self.min_count:
+                        v = t[m, c]
+                        vals[k] = np.log(max(1.4826 * np.median(np.abs(v - np.median(v))), 1e-30))
+                ok = np.isfinite(vals)
+                if not ok.any():
+                    continue
+                table[g, c] = np.interp(self.knots, self.knots[ok], vals[ok])  # nearest valid at the edges
+        self.log_s = table
+        return self
+
+    def scale(self, log10_p, groups):
+        log10_p = np.asarray(log10_p, dtype=np.float64)
+        out = np.ones((len(log10_p), self.log_s.shape[1]))
+        for g in range(self.log_s.shape[0]):
+            m = groups == g
+            for c in range(self.log_s.shape[1]):
+                out[m, c] = np.exp(np.interp(log10_p[m], self.knots, self.log_s[g, c]))
+        return out
+
+
+class ConditionScaler:
+    """c = asinh((x - median) / robust_sigma) for continuous columns; flags untouched."""
+
+    def __init__(self, flag_columns=()):
+        self.flag_columns = set(flag_columns)
+
+    def fit(self, x):
+        x = np.asarray(x, dtype=np.float64)
+        med = np.median(x, axis=0)
+        q25, q75 = np.percentile(x, [25, 75], axis=0)
+        sig = np.maximum((q75 - q25) / 1.349, 1e-12)
+        self.loc = np.where([i in self.flag_columns for i in range(x.shape[1])], 0.0, med)
+        self.scale = np.where([i in self.flag_columns for i in range(x.shape[1])], 1.0, sig)
+        self.squash = np.array([i not in self.flag_columns for i in range(x.shape[1])])
+        return self
+
+
+# ----------------------------------------------------------------------------------------------
+# the flow (torch)
+# ----------------------------------------------------------------------------------------------
+def build_flow(n_cond: int, dim: int, scaler: ConditionScaler, gauss: Gaussianizer,
+               n_layers: int = 8, hidden: int = 64, embed: int = 32, postprocess=None, seed: int = 0,
+               mscale: "MomentumScale | None" = None, log10p_column: int = 5):
+    """The conditional flow as a torch module with ``log_prob(u, x)`` (training) and
+    ``forward(x, noise)`` (sampling: the exported graph)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    act = nn.SiLU
+
+    half = dim // 2
+
+    class Coupling(nn.Module):
+        """Affine coupling on contiguous halves; ``flip`` chooses which half is transformed.
+        Preceded (in the sampling direction, followed) by a learned invertible linear mixing
+        W = P L U (Glow-style, P a fixed random permutation), a tiny Gemm in the graph."""
+
+        def __init__(self, flip, perm):
+            super().__init__()
+            self.flip = flip
+            na, nb = (dim - half, half) if not flip else (half, dim - half)
+            self.na, self.nb = na, nb
+            self.lin_a = nn.Linear(na, hidden)
+            self.lin_e = nn.Linear(embed, hidden, bias=False)
+            self.out = nn.Sequential(act(), nn.Linear(hidden, hidden), act(), nn.Linear(hidden, 2 * nb))
+            nn.init.zeros_(self.out[-1].weight)
+            nn.init.zeros_(self.out[-1].bias)
+            P = np.eye(dim, dtype=np.float32)[perm]
+            self.register_buffer("P", torch.as_tensor(P))
+            self.L = nn.Parameter(torch.zeros(dim, dim))
+            self.U = nn.Parameter(torch.zeros(dim, dim))
+            self.log_d = nn.Parameter(torch.zeros(dim))
+            self.register_buffer("tril", torch.tril(torch.ones(dim, dim), -1))
+
+        def W(self):
+            eye = torch.eye(dim)
+            L = self.L * self.tril + eye
+            U = self.U * self.tril.T + torch.diag(torch.exp(self.log_d))
+            return self.P @ L @ U
+
+        def st(self, a, e):
+            h = self.out(self.lin_a(a) + self.lin_e(e))
+            s, t = h[:, : self.nb], h[:, self.nb:]
+            return 3.0 * torch.tanh(s / 3.0), t
+
+        def split(self, z):
+            if self.flip:
+                return z[:, self.nb:], z[:, : self.nb]
+            return z[:, : self.na], z[:, self.na:]
+
+        def join(self, a, b):
+            return torch.cat([b, a], dim=1) if self.flip else torch.cat([a, b], dim=1)
+
+        def freeze(self):  # constant mixing matrix for export
+            self.register_buffer("W_T", self.W().detach().T.contiguous())
+
+        def sample(self, z, e):  # noise side -> data side
+            a, b = self.split(z)
+            s, t = self.st(a, e)
+            z = self.join(a, b * torch.exp(s) + t)
+            W_T = self.W_T if hasattr(self, "W_T") else self.W().T
+            return z @ W_T
+
+        def inverse(self, u, e):  # data side -> noise side, with log|det d(noise)/d(data)|
+            W = self.W()
+            z = torch.linalg.solve(W, u.T).T
+            a, b = self.split(z)
+            s, t = self.st(a, e)
+            z = self.join(a, (b - t) * torch.exp(-s))
+            return z, -s.sum(dim=1) - self.log_d.sum()
+
+    rng = np.random.default_rng(seed + 1)
+    specs = [(k % 2 == 1, rng.permutation(dim)) for k in range(n_layers)]
+
+    class Flow(nn.Module):
+        def __init__(self):
+            super().__init__()
+            f32 = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32))  # noqa: E731
+            self.register_buffer("c_loc", f32(scaler.loc))
+            self.register_buffer("c_scale", f32(scaler.scale))
+            self.register_buffer("c_squash", f32(scaler.squash.astype(np.float32)))
+            self.embed = nn.Sequential(nn.Linear(n_cond, hidden), act(), nn.Linear(hidden, embed), act())
+            self.base = nn.Linear(embed, 2 * dim)
+            nn.init.zeros_(self.base.weight)
+            nn.init.zeros_(self.base.bias)
+            self.layers = nn.ModuleList([Coupling(flip, perm) for flip, perm in specs])
+            # inverse Gaussianisation
+            self.register_buffer("q_flat", f32(gauss.q.reshape(-1)))
+            self.n_groups = gauss.q.shape[0]
+            self.K = gauss.q.shape[2]
+            self.DK = dim * self.K
+            self.g0 = float(gauss.g[0])
+            self.inv_dg = float((self.K - 1) / (gauss.g[-1] - gauss.g[0]))
+            self.register_buffer("col_off", torch.arange(dim, dtype=torch.long) * self.K)
+            self.dim = dim
+            self.postprocess = postprocess
+            self.has_mscale = mscale is not None
+            if self.has_mscale:
+                self.register_buffer("ls_flat", f32(mscale.log_s.reshape(-1)))
+                self.ms_nk = mscale.n_knots
+                self.ms_lo = float(mscale.lo)
+                self.ms_inv_dl = float((mscale.n_knots - 1) / (mscale.hi - mscale.lo))
+                self.register_buffer("ms_col_off", torch.arange(dim, dtype=torch.long) * mscale.n_knots)
+                self.log10p_column = log10p_column
+
+        def cond(self, x):
+            c = (x - self.c_loc) / self.c_scale
+            a = torch.abs(c)  # asinh, written with ONNX-exportable ops
+            ash = torch.sign(c) * torch.log(a + torch.sqrt(a * a + 1.0))
+            c = self.c_squash * ash + (1.0 - self.c_squash) * c
+            return self.embed(c)
+
+        def base_st(self, e):
+            h = self.base(e)
+            return 3.0 * torch.tanh(h[:, : self.dim] / 3.0), h[:, self.dim:]
+
+        def log_prob(self, u, x):
+            e = self.cond(x)
+            z = u
+            logdet = torch.zeros(u.shape[0], dtype=u.dtype)
+            for layer in reversed(self.layers):
+                z, ld = layer.inverse(z, e)
+                logdet = logdet + ld
+            s, t = self.base_st(e)
+            z = (z - t) * torch.exp(-s)
+            logdet = logdet - s.sum(dim=1)
+            return -0.5 * (z * z).sum(dim=1) - 0.5 * self.dim * math.log(2 * math.pi) + logdet
+
+        def sample_u(self, x, noise):
+            e = self.cond(x)
+            s, t = self.base_st(e)
+            z = noise * torch.exp(s) + t
+            for layer in self.layers:
+                z = layer.sample(z, e)
+            return z
+
+        def ungauss(self, u, x):
+            pos = (u - self.g0) * self.inv_dg
+            pos = torch.clamp(pos, 0.0, float(self.K - 1) - 1e-3)
+            i0 = torch.floor(pos)
+            frac = pos - i0
+            idx = i0.to(torch.long) + self.col_off
+            if self.n_groups > 1:  # per-track-type tables (flags is_upstream, is_downstream)
+                grp = (x[:, 10:11] > 0.5).to(torch.long) + 2 * (x[:, 11:12] > 0.5).to(torch.long)
+                idx = idx + grp * self.DK
+            lo = self.q_flat[idx]
+            hi = self.q_flat[idx + 1]
+            return lo + frac * (hi - lo)
+
+        def group(self, x):
+            return (x[:, 10:11] > 0.5).to(torch.long) + 2 * (x[:, 11:12] > 0.5).to(torch.long)
+
+        def mscale(self, x):
+            lp = x[:, self.log10p_column:self.log10p_column + 1]
+            pos = torch.clamp((lp - self.ms_lo) * self.ms_inv_dl, 0.0, float(self.ms_nk - 1) - 1e-3)
+            i0 = torch.floor(pos)
+            frac = pos - i0
+            idx = i0.to(torch.long) + self.ms_col_off + self.group(x) * (self.dim * self.ms_nk)
+            lo = self.ls_flat[idx]
+            hi = self.ls_flat[idx + 1]
+            return torch.exp(lo + frac * (hi - lo))
+
+        def forward(self, x, noise):
+            t = self.ungauss(self.sample_u(x, noise), x)
+            if self.has_mscale:
+                t = t * self.mscale(x)
+            if self.postprocess is not None:
+                t = self.postprocess(x, t)
+            return t
+
+    return Flow()
+
+
+def train_flow(flow, x_train, u_train, x_val, u_val, *, max_seconds=600.0, max_epochs=1000,
+               batch_size=2048, lr=2e-3, weight_decay=0.0, threads=2, seed=0, log=print):
+    """Maximum-likelihood training (AdamW, cosine schedule over the time budget,
+    best validation NLL kept).  Returns a dict of training figures."""
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    xt = torch.as_tensor(np.asarray(x_train, dtype=np.float32))
+    ut = torch.as_tensor(np.asarray(u_train, dtype=np.float32))
+    xv = torch.as_tensor(np.asarray(x_val, dtype=np.float32))
+    uv = torch.as_tensor(np.asarray(u_val, dtype=np.float32))
+    opt = torch.optim.AdamW(flow.parameters(), lr=lr, weight_decay=weight_decay)
+    n = xt.shape[0]
+    steps_per_epoch = max(n // batch_size, 1)
+    gen = torch.Generator().manual_seed(seed)
+
+    def val_nll():
+        flow.eval()
+        with torch.no_grad():
+            tot = 0.0
+            for i in range(0, xv.shape[0], 32768):
+                tot += -flow.log_prob(uv[i:i + 32768], xv[i:i + 32768]).sum().item()
+        flow.train()
+        return tot / xv.shape[0]
+
+    t0 = time.time()
+    best, best_state, history = float("inf"), None, []
+    epoch = 0
+    # cosine learning-rate schedule over the *time* budget (robust to a shared, busy machine)
+    while epoch < max_epochs and time.time() - t0 < max_seconds:
+        perm = torch.randperm(n, generator=gen)
+        run = 0.0
+        for k in range(steps_per_epoch):
+            frac = min((time.time() - t0) / max_seconds, 1.0)
+            for g in opt.param_groups:
+                g["lr"] = lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * frac)))
+            idx = perm[k * batch_size:(k + 1) * batch_size]
+            loss = -flow.log_prob(ut[idx], xt[idx]).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(flow.parameters(), 5.0)
+            opt.step()
+            run += loss.item()
+        epoch += 1
+        v = val_nll()
+        history.append((epoch, run / steps_per_epoch, v))
+        if v < best:
+            best = v
+            best_state = {k: t.detach().clone() for k, t in flow.state_dict().items()}
+        log(f"  epoch {epoch:3d}  train nll {run / steps_per_epoch:.4f}  val nll {v:.4f}  "
+            f"({time.time() - t0:.0f}s)")
+    flow.load_state_dict(best_state)
+    flow.eval()
+    return {"epochs": epoch, "seconds": round(time.time() - t0, 1), "best_val_nll": round(best, 5),
+            "final_train_nll": round(history[-1][1], 5)}
+
+
+def export_onnx(flow, path, n_in: int, dim: int, opset: int = 17):
+    """Export the sampling graph ``y = flow(x, noise)`` (inputs ``x``, ``noise``; output ``y``)."""
+    import torch
+
+    flow.eval()
+    for layer in flow.layers:
+        layer.freeze()
+    x = torch.zeros(4, n_in)
+    z = torch.zeros(4, dim)
+    path = Path(path)
+    with torch.no_grad():
+        torch.onnx.export(flow, (x, z), str(path), input_names=["x", "noise"], output_names=["y"],
+                          dynamic_axes={"x": {0: "N"}, "noise": {0: "N"}, "y": {0: "N"}},
+                          opset_version=opset, dynamo=False, do_constant_folding=True)
+    harden_onnx(path, type_flag_columns=(10, 11) if getattr(flow, "n_groups", 1) > 1 else None)
+    return path
+
+
+def harden_onnx(path, type_flag_columns=(10, 11), clip: float = 1e15):
+    """Prepend an input guard to an exported sampling graph (in place): NaN -> 0 and |v| <= clip for
+    ``x`` and ``noise`` (so that every internal value stays finite and every table index in range),
+    and, when the graph selects per-track-type tables, an inconsistent pair of type flags
+    (is_upstream and is_downstream both set) keeps only is_downstream.  Idempotent."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(path))
+    g = model.graph
+    if any(n.name.startswith("input_guard/") for n in g.node):
+        return path
+    new_nodes, inits = [], []
+
+    def const(name, value):
+        inits.append(numpy_helper.from_array(np.asarray(value, dtype=np.float32), name=f"input_guard/{name}"))
+        return f"input_guard/{name}"
+
+    zero, lo, hi = const("zero", 0.0), const("lo", -clip), const("hi", clip)
+    renames = {}
+    for inp in g.input:
+        raw, clean = inp.name, f"input_guard/{inp.name}_clean"
+        nan = f"input_guard/{raw}_isnan"
+        fixed = f"input_guard/{raw}_nonan"
+        new_nodes += [helper.make_node("IsNaN", [raw], [nan], name=f"input_guard/{raw}_IsNaN"),
+                      helper.make_node("Where", [nan, zero, raw], [fixed], name=f"input_guard/{raw}_Where"),
+                      helper.make_node("Clip", [fixed, lo, hi], [clean], name=f"input_guard/{raw}_Clip")]
+        if raw == "x" and type_flag_columns is not None:
+            up, down = type_flag_columns
+            dims = inp.type.tensor_type.shape.dim
+            n_in = dims[1].dim_value
+            onehot = np.zeros((1, n_in), np.float32)
+            onehot[0, up] = 1.0
+            starts = numpy_helper.from_array(np.array([down], np.int64), "input_guard/starts")
+            ends = numpy_helper.from_array(np.array([down + 1], np.int64), "input_guard/ends")
+            axes = numpy_helper.from_array(np.array([1], np.int64), "input_guard/axes")
+            inits += [starts, ends, axes]
+            half, one, oh = const("half", 0.5), const("one", 1.0), const("onehot_up", onehot)
+            n = "input_guard/flags"
+            new_nodes += [
+                helper.make_node("Slice", [clean, starts.name, ends.name, axes.name], [f"{n}_down"], name=f"{n}_Slice"),
+                helper.make_node("Greater", [f"{n}_down", half], [f"{n}_isdown"], name=f"{n}_Greater"),
+                helper.make_node("Cast", [f"{n}_isdown"], [f"{n}_isdown_f"], to=TensorProto.FLOAT, name=f"{n}_Cast"),
+                helper.make_node("Mul", [f"{n}_isdown_f", oh], [f"{n}_kill"], name=f"{n}_Mul"),
+                helper.make_node("Sub", [one, f"{n}_kill"], [f"{n}_keep"], name=f"{n}_Sub"),
+                helper.make_node("Mul", [clean, f"{n}_keep"], [f"{clean}_flags"], name=f"{n}_Apply"),
+            ]
+            clean = f"{clean}_flags"
+        renames[raw] = clean
+    for node in g.node:
+        for i, name in enumerate(node.input):
+            if name in renames:
+                node.input[i] = renames[name]
+    nodes = new_nodes + list(g.node)
+    del g.node[:]
+    g.node.extend(nodes)
+    g.initializer.extend(inits)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation
+# ----------------------------------------------------------------------------------------------
+class OnnxSampler:
+    """Run an exported model with onnxruntime (validation uses the shipped artifact itself)."""
+
+    def __init__(self, path, threads: int = 1):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+    def __call__(self, x, noise, chunk: int = 65536):
+        out = []
+        for i in range(0, x.shape[0], chunk):
+            out.append(self.sess.run(["y"], {"x": np.ascontiguousarray(x[i:i + chunk], dtype=np.float32),
+                                             "noise": np.ascontiguousarray(noise[i:i + chunk], dtype=np.float32)})[0])
+        return np.concatenate(out) if out else np.empty((0, 0), np.float32)
+
+
+def time_model(path, x, noise_dim: int, batch: int = 10_000, repeats: int = 30) -> dict:
+    """µs per row of one onnxruntime call (1 thread) on ``batch`` rows of ``x``: best and median of
+    ``repeats`` calls (the best is the figure for an unloaded core; the machine is shared)."""
+    s = OnnxSampler(path, threads=1)
+    xb = np.ascontiguousarray(x[:batch], dtype=np.float32)
+    nb = np.random.default_rng(0).standard_normal((xb.shape[0], noise_dim)).astype(np.float32)
+    s(xb, nb)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        s(xb, nb)
+        times.append(time.perf_counter() - t)
+    per_row = np.asarray(times) / xb.shape[0] * 1e6
+    return {"best": round(float(per_row.min()), 3), "median": round(float(np.median(per_row)), 3),
+            "batch": int(xb.shape[0]), "threads": 1}
+
+
+def ks_per_output(ref, gen, names) -> dict:
+    from framework.validation import ks_distance
+
+    return {n: round(float(ks_distance(ref[:, i], gen[:, i])), 5) for i, n in enumerate(names)}
+
+
+P_BINS_LOG10 = (1.9, 3.5, 4.0, 4.5, 6.0)
+
+
+def auc_in_p_bins(ref, gen, cond, log10_p, bins=P_BINS_LOG10, max_rows=30_000, seed=0) -> dict:
+    """Classifier two-sample AUC of the joint outputs (with the conditions as extra features,
+    i.e. a test of the conditional distribution) in bins of log10(p/MeV).
+
+    ``ref`` and ``gen`` are row-paired (same conditions).  The rows of a bin are split at random in
+    two disjoint halves: reference rows from one, generated rows from the other -- with twin rows
+    (identical conditions in both classes) a cross-validated classifier learns each twin's label
+    and the AUC is biased *below* 0.5."""
+    from framework.validation import classifier_two_sample_auc
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for lo, hi in zip(bins[:-1], bins[1:]):
+        idx = np.flatnonzero((log10_p >= lo) & (log10_p < hi))
+        idx = rng.permutation(idx)
+        a, b = idx[: len(idx) // 2], idx[len(idx) // 2:]
+        r = classifier_two_sample_auc(ref[a], gen[b], conditions=(cond[a], cond[b]), seed=seed,
+                                      max_rows=max_rows)
+        out[f"log10p_{lo}_{hi}"] = {"auc": round(r.auc, 4), "auc_error": round(r.auc_error, 4),
+                                    "rows_per_class": int(len(a))}
+    return out
+
+
+def sha256_of(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def write_card(path, card: dict):
+    import yaml
+
+    class _Dumper(yaml.SafeDumper):
+        pass
+
+    def _float(dumper, value):
+        return dumper.represent_float(float(value))
+
+    _Dumper.add_representer(np.float32, _float)
+    _Dumper.add_representer(np.float64, _float)
+    with open(path, "w") as f:
+        yaml.dump(card, f, Dumper=_Dumper, sort_keys=False, width=110, default_flow_style=None)

@@ -1,0 +1,153 @@
+"""Track covariance model and TrackCovariance algorithm: positive definiteness (in and far outside
+the training domain), KS per output, pull core widths of long tracks vs the LHCb 2016 reference,
+reproducibility of the chained algorithms regardless of batch composition."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from framework.context import BatchContext
+from framework.models import ModelSvc
+from framework.validation import ks_distance, pull_widths
+from algorithms.tracking.covariance import TrackCovariance
+from algorithms.tracking.ctb import COVARIANCE_OUTPUTS, RESOLUTION_OUTPUTS, covariance_from_outputs
+from algorithms.tracking.resolution import TrackResolution
+
+try:  # tests/tracking may or may not be a package
+    from .test_resolution import keyed, make_alg, make_event_data, run_resolution, subset
+except ImportError:
+    from test_resolution import keyed, make_alg, make_event_data, run_resolution, subset
+
+REPO = Path(__file__).resolve().parents[2]
+COV_MODEL = REPO / "models" / "trk2016_covariance.onnx"
+RES_MODEL = REPO / "models" / "trk2016_resolution.onnx"
+KS_TOL = 0.04  # 30k vs 30k rows (card: <= 0.027 on 62k rows for the outputs tested strictly), see test_resolution
+
+
+def needs_models():
+    for m in (COV_MODEL, RES_MODEL):
+        if not m.is_file():
+            pytest.skip(f"{m} not trained yet (python -m models.training.tracking.train_{m.stem.split('_')[1]})")
+
+
+def heldout(shared, n):
+    from models.training.tracking.generative import load_tree, split_indices
+
+    d = load_tree(shared("data", "lhcb_trk2016_samples.root"), "Resolution")
+    _, va = split_indices(len(d["pid"]))
+    return {k: v[va[:n]] for k, v in d.items()}
+
+
+def all_cholesky_ok(cov):
+    np.linalg.cholesky(cov)  # raises LinAlgError if any matrix is not positive definite
+    return True
+
+
+def test_positive_definite_even_far_outside_the_domain():
+    needs_models()
+    from models.training.tracking.train_covariance import extreme_conditions
+
+    model = ModelSvc(threads=1).load(str(COV_MODEL))
+    x = extreme_conditions(20_000, seed=11)
+    x[:5] = np.nan  # garbage in
+    noise = np.random.default_rng(1).standard_normal((len(x), model.noise_dim)).astype(np.float32) * 4
+    y = model.run({"x": x, "noise": noise})
+    cov, fixed = covariance_from_outputs(y)
+    assert all_cholesky_ok(cov) and np.all(np.isfinite(cov))
+    # the graph's construction itself yields PD matrices: the float64 guard is never needed
+    assert not fixed[5:].any()
+
+
+def _heldout_ks(shared):
+    from models.training.tracking.train_covariance import features_of
+
+    dv = heldout(shared, 30_000)
+    model = ModelSvc(threads=1).load(str(COV_MODEL))
+    noise = np.random.default_rng(7).standard_normal((len(dv["pid"]), model.noise_dim)).astype(np.float32)
+    gen = model.run({"x": features_of(dv), "noise": noise})
+    return {n: ks_distance(dv[n], gen[:, i]) for i, n in enumerate(COVARIANCE_OUTPUTS)}, gen
+
+
+def test_ks_and_pd_on_heldout_rows(shared):
+    needs_models()
+    ks, gen = _heldout_ks(shared)
+    main = {n: v for n, v in ks.items() if not (n.startswith("corr") and n.endswith("_4"))}  # all but corr(., q/p)
+    assert max(main.values()) < KS_TOL, main
+    cov, fixed = covariance_from_outputs(gen)
+    assert all_cholesky_ok(cov) and not fixed.any()
+
+
+@pytest.mark.xfail(strict=False, reason="known shortfall of the current covariance model: the correlations of "
+                   "q/p with x, y, tx (corr_*_4, very peaked at 0 with heavy tails) have KS 0.03-0.05 "
+                   "(card validation), above the 0.02 target")
+def test_ks_qop_correlations_on_heldout_rows(shared):
+    needs_models()
+    ks, _ = _heldout_ks(shared)
+    q = {n: v for n, v in ks.items() if n.endswith("_4") and n.startswith("corr")}
+    assert max(q.values()) < KS_TOL, q
+
+
+_PULLS = {}
+
+
+def _long_track_pulls(shared):
+    """Resolution sample + covariance conditioned on it (as at runtime) vs the reference's own pulls."""
+    if "long" in _PULLS:
+        return _PULLS["long"]
+    from algorithms.tracking.ctb import physical_charge
+    from models.training.tracking.train_covariance import features_of, pulls
+    from models.training.tracking.train_resolution import features_of as res_features
+
+    dv = heldout(shared, 60_000)
+    n = len(dv["pid"])
+    svc = ModelSvc(threads=1)
+    res_model, cov_model = svc.load(str(RES_MODEL)), svc.load(str(COV_MODEL))
+    rng = np.random.default_rng(5)
+    res = res_model.run({"x": res_features(dv), "noise": rng.standard_normal((n, 9)).astype(np.float32)})
+    cov = cov_model.run({"x": features_of(dv, res), "noise": rng.standard_normal((n, 15)).astype(np.float32)})
+    ref_res = np.stack([dv[c] for c in RESOLUTION_OUTPUTS], axis=1).astype(np.float64)
+    ref_cov = np.stack([dv[c] for c in COVARIANCE_OUTPUTS], axis=1).astype(np.float64)
+    charge = physical_charge(dv["pid"]).astype(np.float64)
+    pg = pulls(res.astype(np.float64), cov.astype(np.float64), dv["mc_log10_p"], charge)
+    pr = pulls(ref_res, ref_cov, dv["mc_log10_p"], charge)
+    long = dv["track_type"] == 3
+    _PULLS["long"] = ({k: v[long] for k, v in pr.items()}, {k: v[long] for k, v in pg.items()})
+    return _PULLS["long"]
+
+
+_XY_SHORTFALL = pytest.mark.xfail(
+    strict=False, reason="known shortfall of the current resolution model: long-track x/y residual cores "
+    "~6-7 % narrower than the reference (pull cores 0.855/0.802 vs 0.913/0.866, card validation)")
+
+
+@pytest.mark.parametrize("var", [pytest.param("x", marks=_XY_SHORTFALL), pytest.param("y", marks=_XY_SHORTFALL),
+                                 "tx", "ty", "qop"])
+def test_pull_core_widths_long_tracks_match_reference(shared, var):
+    needs_models()
+    pr, pg = _long_track_pulls(shared)
+    wr, wg = pull_widths(pr[var]), pull_widths(pg[var])
+    # the comparison can fail: a covariance 20 % too large is caught
+    assert pull_widths(pg[var] / 1.2).core_width < 0.95 * wr.core_width
+    assert wg.core_width == pytest.approx(wr.core_width, rel=0.05), (var, wr.core_width, wg.core_width)
+
+
+def test_chain_reproducible_and_symmetric():
+    needs_models()
+    parts, verts, tt = make_event_data(n_events=24, seed=9)
+    evn = np.arange(500, 500 + parts.n_events, dtype=np.int64)
+    res_alg, cov_alg = make_alg(TrackResolution), make_alg(TrackCovariance)
+
+    def chain(sel):
+        states = run_resolution(res_alg, evn[sel], subset(parts, sel), subset(verts, sel), subset(tt, sel))
+        ctx = BatchContext(evn[sel], run_number=1, seed=42).for_algorithm(cov_alg.name)
+        return keyed(cov_alg.execute(ctx, TrackStates=states), evn[sel])
+
+    full, _ = chain(np.arange(parts.n_events))
+    a, _ = chain(np.arange(0, 7))
+    b, _ = chain(np.arange(7, parts.n_events))
+    np.testing.assert_array_equal(np.concatenate([a["cov"], b["cov"]]), full["cov"])
+    cov = full["cov"]
+    assert cov.dtype == np.float64 and cov.shape[1:] == (5, 5)
+    np.testing.assert_array_equal(cov, np.transpose(cov, (0, 2, 1)))
+    assert all_cholesky_ok(cov)
+    assert cov_alg.binomial_counter("PD guard used") is not None
