@@ -36,6 +36,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 
+import numba as nb
 import numpy as np
 
 try:
@@ -83,69 +84,122 @@ def truth_dtypes() -> dict[str, dict[str, type]]:
 # ------------------------------------------------------------------------------------------
 # tree helpers (pointer jumping)
 # ------------------------------------------------------------------------------------------
-def _jump_table(parent: np.ndarray) -> np.ndarray:
-    """``parent`` with -1 replaced by a sentinel ``n`` that points to itself (length n+1)."""
+@nb.njit(cache=True)
+def _nearest_kept_ancestor(parent, keep):
     n = parent.size
-    nxt = np.empty(n + 1, dtype=np.int64)
-    nxt[:n] = np.where(parent >= 0, parent, n)
-    nxt[n] = n
-    return nxt
+    anc = np.full(n, -2, dtype=np.int64)  # -2: not yet known
+    stack = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        if anc[i] != -2:
+            continue
+        depth = 0
+        j = i
+        result = -1
+        while True:
+            p = parent[j]
+            if p < 0:
+                result = -1
+                break
+            if keep[p]:
+                result = p
+                break
+            if anc[p] != -2:
+                result = anc[p]
+                break
+            stack[depth] = j
+            depth += 1
+            if depth >= n:
+                return anc, False  # cycle
+            j = p
+        anc[j] = result
+        for k in range(depth):
+            anc[stack[k]] = result
+    return anc, True
+
+
+@nb.njit(cache=True)
+def _propagate_flag_down(parent, flag):
+    n = parent.size
+    state = np.zeros(n, dtype=np.int8)  # 0 unknown, 1 true, 2 false
+    stack = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        if state[i] != 0:
+            continue
+        depth = 0
+        j = i
+        while True:
+            if flag[j]:
+                value = 1
+                break
+            p = parent[j]
+            if p < 0:
+                value = 2
+                break
+            if state[p] != 0:
+                value = state[p]
+                break
+            stack[depth] = j
+            depth += 1
+            if depth >= n:
+                return state == 1, False
+            j = p
+        state[j] = value
+        for k in range(depth):
+            state[stack[k]] = value
+    return state == 1, True
+
+
+@nb.njit(cache=True)
+def _root_of(parent):
+    n = parent.size
+    root = np.full(n, -1, dtype=np.int64)
+    stack = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        if root[i] >= 0:
+            continue
+        depth = 0
+        j = i
+        while parent[j] >= 0 and root[j] < 0:
+            stack[depth] = j
+            depth += 1
+            if depth >= n:
+                return root, False
+            j = parent[j]
+        r = root[j] if root[j] >= 0 else j
+        root[j] = r
+        for k in range(depth):
+            root[stack[k]] = r
+    return root, True
 
 
 def nearest_kept_ancestor(parent: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """Index of the nearest kept strict ancestor of every particle (-1 if none).
 
     ``parent[i]`` is the index of the (first) parent of particle ``i`` or -1; the parent graph
-    must be acyclic.  Vectorised pointer jumping: O(log depth) passes.
+    must be acyclic.  One memoised walk per particle (numba): O(n).
     """
-    parent = np.asarray(parent, dtype=np.int64)
-    n = parent.size
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    # up[j] = j if j is kept, else parent[j]; iterate up = up[up] to the fixed point.
-    up = np.empty(n + 1, dtype=np.int64)
-    up[:n] = np.where(keep, np.arange(n), np.where(parent >= 0, parent, n))
-    up[n] = n
-    for _ in range(64):
-        nxt = up[up]
-        if np.array_equal(nxt, up):
-            break
-        up = nxt
-    else:  # pragma: no cover - only for cyclic input
+    parent = np.ascontiguousarray(parent, dtype=np.int64)
+    anc, ok = _nearest_kept_ancestor(parent, np.ascontiguousarray(keep, dtype=np.bool_))
+    if not ok:
         raise ValueError("the parent graph has a cycle")
-    par = np.where(parent >= 0, parent, n)
-    anc = up[par]
-    return np.where(anc == n, -1, anc)
+    return anc
 
 
 def propagate_flag_down(parent: np.ndarray, flag: np.ndarray) -> np.ndarray:
     """``flag[i] or flag[any ancestor of i along the parent chain]``."""
-    parent = np.asarray(parent, dtype=np.int64)
-    n = parent.size
-    if n == 0:
-        return np.zeros(0, dtype=bool)
-    f = np.zeros(n + 1, dtype=bool)
-    f[:n] = flag
-    p = _jump_table(parent)
-    for _ in range(64):
-        if np.all(p[:n] == n):
-            break
-        f = f | f[p]
-        p = p[p]
-    return f[:n]
+    out, ok = _propagate_flag_down(np.ascontiguousarray(parent, dtype=np.int64),
+                                   np.ascontiguousarray(flag, dtype=np.bool_))
+    if not ok:
+        raise ValueError("the parent graph has a cycle")
+    return out
 
 
 def root_of(parent: np.ndarray) -> np.ndarray:
     """Topmost ancestor of every particle along the parent chain (itself if it has no parent)."""
-    parent = np.asarray(parent, dtype=np.int64)
-    n = parent.size
-    r = np.where(parent >= 0, parent, np.arange(n))
-    for _ in range(64):
-        nxt = r[r]
-        if np.array_equal(nxt, r):
-            break
-        r = nxt
-    return r
+    out, ok = _root_of(np.ascontiguousarray(parent, dtype=np.int64))
+    if not ok:
+        raise ValueError("the parent graph has a cycle")
+    return out
 
 
 @functools.lru_cache(maxsize=None)
