@@ -1,0 +1,519 @@
+"""Training helpers of the flash PID models (PyTorch, CPU; training only -- never imported at run time).
+
+* :func:`load_sample` -- a ROOT file of teacher samples (tree ``TeacherPID``) or of PIDCalib-style
+  calibration samples (branch map, optional per-row sWeights, negative weights allowed).
+* :class:`TieGaussianizer` -- weighted marginal quantile transform to N(0,1) that keeps point masses
+  exact (tied quantile knots are not perturbed; training values in a tie are dequantised uniformly
+  over the tie's Gaussian interval).
+* torch modules exported to ONNX (all preprocessing inside the graph):
+  ``ClassifierNet`` (6 joint classes), :func:`build_pid_flow` (a conditional normalising flow with
+  the design of ``models.training.tracking.generative``, own copy with a tie-preserving table) and
+  ``GlobalPIDNet`` (heteroscedastic Gaussian density with a linear skip on the masked sub-detector
+  DLLs; ProbNN outputs through a sigmoid).
+* :func:`train_weighted` -- AdamW on a weighted per-row loss (weights may be negative), cosine
+  learning-rate schedule over a wall-time budget, best validation loss kept.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from algorithms.pid.features import (
+    GLOBALPID_OUTPUTS, SPECIES, SPECIES_ABSPDG, encode_classes, globalpid_features, kinematic_features,
+    species_index,
+)
+
+TEACHER_TREE = "TeacherPID"
+#: teacher-sample branch of every logical column (identity); PIDCalib-style files pass --branches
+DEFAULT_BRANCHES = {c: c for c in (
+    "p", "eta", "nTracks", "charge", "pid", "RichDLLe", "RichDLLmu", "RichDLLK", "RichDLLp", "hasRich", "isMuon",
+    "InMuonAcc", "MuonMuLL", "MuonBkgLL", "PIDe", "PIDmu", "PIDK", "PIDp", "ProbNNe", "ProbNNmu", "ProbNNpi",
+    "ProbNNk", "ProbNNp", "ProbNNghost")}
+PROB_COLUMNS = ("ProbNNe", "ProbNNpi", "ProbNNk", "ProbNNp", "ProbNNmu", "ProbNNghost")
+PROB_EPS = 1e-7
+
+
+# ----------------------------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------------------------
+def load_sample(path, tree=TEACHER_TREE, branches=None, weight_branch=None, species=None, max_rows=None) -> dict:
+    """Logical columns of a teacher or calibration file.
+
+    ``branches``: {logical name: branch name} overriding DEFAULT_BRANCHES (PIDCalib names such as
+    ``p=probe_P``); ``species``: a species name for single-species calibration files (then no
+    ``pid`` branch is needed); ``weight_branch``: per-row weight (sWeights, may be negative).
+    Returns a dict with every logical column present, ``weight`` (float64) and ``species``
+    (0..4, -1 for others).
+    """
+    import uproot
+
+    bmap = dict(DEFAULT_BRANCHES)
+    bmap.update(branches or {})
+    with uproot.open(str(path)) as f:
+        t = f[tree]
+        have = set(t.keys())
+        want = {k: b for k, b in bmap.items() if b in have}
+        extra = [weight_branch] if weight_branch else []
+        missing = [b for b in extra if b not in have]
+        if missing:
+            raise SystemExit(f"{path}:{tree}: weight branch {missing[0]!r} not found (branches: {sorted(have)[:20]} ...)")
+        arr = t.arrays(list(set(want.values()) | set(extra)), library="np", entry_stop=max_rows)
+    d = {k: np.asarray(arr[b]) for k, b in want.items()}
+    n = len(next(iter(d.values())))
+    d["weight"] = np.asarray(arr[weight_branch], dtype=np.float64) if weight_branch else np.ones(n)
+    if species is not None:
+        d["species"] = np.full(n, SPECIES.index(species), dtype=np.int8)
+        if "pid" not in d:
+            d["pid"] = np.full(n, SPECIES_ABSPDG[SPECIES.index(species)], dtype=np.int32)
+    else:
+        if "pid" not in d:
+            raise SystemExit(f"{path}: no species branch {bmap['pid']!r}; pass --species for single-species files")
+        d["species"] = species_index(d["pid"])
+    need = ("p", "eta", "nTracks", "charge", "RichDLLe", "RichDLLmu", "RichDLLK", "RichDLLp", "hasRich", "isMuon",
+            "InMuonAcc", "MuonMuLL", "MuonBkgLL") + tuple(c for c, _, _ in GLOBALPID_OUTPUTS)
+    absent = [c for c in need if c not in d]
+    if "ProbNNghost" in absent:   # calibration files rarely carry it: 0 (no ghosts among probes)
+        d["ProbNNghost"] = np.zeros(n, np.float32)
+        absent.remove("ProbNNghost")
+    if absent:
+        raise SystemExit(f"{path}: columns {absent} missing (map them with --branches name=branch,...)")
+    for c in ("hasRich", "isMuon", "InMuonAcc"):
+        d[c] = np.asarray(d[c]).astype(bool)
+    return d
+
+
+def split_indices(n: int, seed: int = 20160607, validation_fraction: float = 0.2):
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(n * validation_fraction))
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def columns_for(d: dict, rows) -> dict:
+    """Model inputs/targets of ``rows``, built with the runtime feature functions."""
+    kin = kinematic_features(d["p"][rows], d["eta"][rows], d["nTracks"][rows], d["charge"][rows])
+    rich = np.stack([d[c][rows] for c in ("RichDLLe", "RichDLLmu", "RichDLLK", "RichDLLp")], 1).astype(np.float32)
+    muon = np.stack([d[c][rows] for c in ("MuonMuLL", "MuonBkgLL")], 1).astype(np.float32)
+    has, ism, acc = d["hasRich"][rows], d["isMuon"][rows], d["InMuonAcc"][rows]
+    g = globalpid_features(kin, rich, ism, muon, has, acc)
+    gt = np.stack([d[c][rows] for c, _, _ in GLOBALPID_OUTPUTS], 1).astype(np.float64)
+    return {"kin": kin, "rich": rich, "muon": muon, "hasRich": has, "isMuon": ism, "InMuonAcc": acc,
+            "classes": encode_classes(has, acc, ism), "gx": g, "gy": gt, "w": d["weight"][rows]}
+
+
+# ----------------------------------------------------------------------------------------------
+# preprocessing
+# ----------------------------------------------------------------------------------------------
+def weighted_quantile(v, w, levels):
+    """Quantiles of v with weights w (negative weights are clipped to 0 for the CDF)."""
+    order = np.argsort(v, kind="mergesort")
+    v, w = v[order], np.clip(w[order], 0.0, None)
+    if w.sum() <= 0:
+        w = np.ones_like(v)
+    c = np.cumsum(w) - 0.5 * w
+    c /= w.sum()
+    return np.interp(levels, c, v)
+
+
+class TieGaussianizer:
+    """Marginal quantile transform to N(0,1) with exact point masses (see module docstring)."""
+
+    def __init__(self, n_knots: int = 241, g_max: float = 5.0):
+        self.g = np.linspace(-g_max, g_max, n_knots)
+        self.q = None
+
+    def fit(self, t, w=None):
+        from scipy.special import ndtr
+
+        t = np.asarray(t, dtype=np.float64)
+        w = np.ones(t.shape[0]) if w is None else np.asarray(w, np.float64)
+        levels = ndtr(self.g)
+        q = np.stack([weighted_quantile(t[:, i], w, levels) for i in range(t.shape[1])])
+        # knots of the same point mass are made *exactly* equal (the value itself), so that the
+        # inverse reproduces it bit for bit; other knots stay strictly increasing
+        for i in range(q.shape[0]):
+            vals, counts = np.unique(t[:, i], return_counts=True)
+            heavy = vals[counts > 0.002 * t.shape[0]]
+            for v in heavy:
+                close = np.abs(q[i] - v) <= 1e-6 * max(1.0, abs(v))
+                q[i, close] = v
+            q[i] = np.maximum.accumulate(q[i])
+        self.q = q.astype(np.float32).astype(np.float64)
+        return self
+
+    def forward(self, t, rng):
+        """Data -> Gaussian; values inside a tie get a uniform position in the tie's interval."""
+        t = np.asarray(t, dtype=np.float64)
+        u = np.empty_like(t)
+        for i in range(t.shape[1]):
+            q = self.q[i]
+            lo = np.searchsorted(q, t[:, i], side="left")
+            hi = np.searchsorted(q, t[:, i], side="right")
+            base = np.interp(t[:, i], q, self.g)
+            tie = (hi - lo) >= 2
+            if tie.any():
+                a = self.g[lo[tie]]
+                b = self.g[hi[tie] - 1]
+                base[tie] = a + (b - a) * rng.random(int(tie.sum()))
+            u[:, i] = base
+        return np.clip(u, self.g[0], self.g[-1])
+
+
+def kin_transform_np(kin):
+    """(log(p/GeV), eta, log(1 + nTracks), charge): the graph's first step, numpy version."""
+    kin = np.asarray(kin, np.float64)
+    return np.stack([np.log(np.maximum(kin[:, 0], 1.0) / 1000.0), kin[:, 1], np.log1p(np.maximum(kin[:, 2], 0.0)),
+                     kin[:, 3]], axis=1)
+
+
+def make_modules():
+    """torch module classes (defined lazily so that importing this file does not need torch)."""
+    import torch
+    from torch import nn
+
+    def kin_transform(x):
+        p = torch.clamp(x[:, 0:1], min=1.0)
+        nt = torch.clamp(x[:, 2:3], min=0.0)
+        return torch.cat([torch.log(p / 1000.0), x[:, 1:2], torch.log(nt + 1.0), x[:, 3:4]], dim=1)
+
+    class Standardise(nn.Module):
+        def __init__(self, loc, scale):
+            super().__init__()
+            self.register_buffer("loc", torch.as_tensor(np.asarray(loc, np.float32)))
+            self.register_buffer("inv", torch.as_tensor(1.0 / np.asarray(scale, np.float32)))
+
+        def forward(self, z):
+            return (z - self.loc) * self.inv
+
+    class ClassifierNet(nn.Module):
+        """x (KIN_INPUTS) -> softmax over the 6 joint (hasRich, muon state) classes."""
+
+        def __init__(self, loc, scale, hidden=32, n_out=6):
+            super().__init__()
+            self.std = Standardise(loc, scale)
+            self.net = nn.Sequential(nn.Linear(4, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                                     nn.Linear(hidden, n_out))
+
+        def logits(self, x):
+            return self.net(self.std(kin_transform(x)))
+
+        def forward(self, x):
+            return torch.softmax(self.logits(x), dim=1)
+
+    class GlobalPIDNet(nn.Module):
+        """Combined DLLs = sum of the sub-detector DLLs (RICH; MUON: MuonMuLL - MuonBkgLL if isMuon)
+        + a learned Gaussian correction (mean, width: what the sub-detectors do not explain, e.g. the
+        muon term of non-isMuon tracks or a calorimeter term); ProbNN = sigmoid(logit + width * noise)
+        with the logit an MLP of the same features as LHCb/teacher ProbNN (sign*log1p|DLL|, flags,
+        kinematics).  ``y = forward(x, noise)`` in GLOBALPID_OUTPUTS order."""
+
+        def __init__(self, kin_loc, kin_scale, r_mean, r_std, is_prob, active, const_mask, const_value, hidden=48,
+                     sigma_min=5e-3):
+            super().__init__()
+            f32 = lambda a: torch.as_tensor(np.asarray(a, np.float32))  # noqa: E731
+            self.std = Standardise(kin_loc, kin_scale)
+            self.register_buffer("r_mean", f32(r_mean))
+            self.register_buffer("r_std", f32(r_std))
+            self.register_buffer("is_prob", f32(is_prob))
+            # a combined DLL whose correction is identically 0 in the training sample keeps none
+            # (exact sums: e.g. ties DLLp == DLLK survive into PIDp - PIDK)
+            self.register_buffer("active", f32(active))
+            # outputs that are constant in the training sample (e.g. the teacher's ProbNNghost = 0)
+            # are emitted exactly
+            self.register_buffer("const_mask", f32(const_mask))
+            self.register_buffer("const_value", f32(const_value))
+            d = len(r_mean)
+            self.d = d
+            self.sigma_min = sigma_min
+            # structural sum: PIDe, PIDK, PIDp, PIDmu from (masked) RichDLLe, mu, K, p and the muon DLL
+            S = np.zeros((5, d), np.float32)
+            names = [c for c, _, _ in GLOBALPID_OUTPUTS]
+            for j, c in enumerate(("e", "mu", "K", "p")):
+                S[j, names.index("PID" + c)] = 1.0
+            S[4, names.index("PIDmu")] = 1.0
+            self.register_buffer("S", torch.as_tensor(S))
+            self.net = nn.Sequential(nn.Linear(4 + 4 + 3 + 3, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                                     nn.Linear(hidden, 2 * d))
+
+        def features(self, x):
+            has, ism, acc = x[:, 11:12], x[:, 8:9], x[:, 12:13]
+            dll = x[:, 4:8] * has
+            ll = x[:, 9:11] * ism
+            mu_dll = (ll[:, 0:1] - ll[:, 1:2])
+            raw = torch.cat([dll, mu_dll, ll], dim=1)
+            slog = torch.sign(raw) * torch.log(torch.abs(raw) + 1.0)
+            feats = torch.cat([self.std(kin_transform(x[:, 0:4])), slog, has, ism, acc], dim=1)
+            return feats, torch.cat([dll, mu_dll], dim=1) @ self.S
+
+        def head(self, x):
+            feats, structural = self.features(x)
+            h = self.net(feats)
+            sigma = self.sigma_min + torch.nn.functional.softplus(h[:, self.d:] - 3.0)
+            return h[:, : self.d], sigma, structural
+
+        def loss(self, x, r_std, p_target, logit_target):
+            """per-row loss: Gaussian NLL of the standardised DLL corrections; soft binary
+            cross-entropy of the ProbNN means + Gaussian NLL of their logit spread."""
+            m, sigma, _ = self.head(x)
+            isp = self.is_prob
+            z = (r_std - m) / sigma
+            nll_dll = ((0.5 * z * z + torch.log(sigma)) * (1 - isp) * self.active).sum(dim=1)
+            bce = torch.nn.functional.binary_cross_entropy_with_logits(m, p_target, reduction="none")
+            zl = (logit_target - m) / sigma
+            nll_logit = (0.5 * zl * zl + torch.log(sigma)) * isp * (1 - self.const_mask)
+            return nll_dll + 20.0 * (bce * isp * (1 - self.const_mask)).sum(dim=1) + 0.2 * nll_logit.sum(dim=1)
+
+        def forward(self, x, noise):
+            m, sigma, structural = self.head(x)
+            isp = self.is_prob
+            dll = structural + self.active * ((m + sigma * noise) * self.r_std + self.r_mean)
+            y = isp * torch.sigmoid(m + sigma * noise) + (1.0 - isp) * dll
+            return self.const_mask * self.const_value + (1.0 - self.const_mask) * y
+
+    return {"ClassifierNet": ClassifierNet, "GlobalPIDNet": GlobalPIDNet,
+            "kin_transform": kin_transform}
+
+
+def globalpid_targets(gy, gx):
+    """Training targets of GlobalPIDNet: corrections of the combined DLLs w.r.t. the sub-detector
+    sum (``r``), ProbNN (``prob``, clipped) and their logits (``logit``, clipped to +-12)."""
+    names = [c for c, _, _ in GLOBALPID_OUTPUTS]
+    is_prob = np.array([n in PROB_COLUMNS for n in names], dtype=np.float64)
+    y = np.asarray(gy, np.float64)
+    x = np.asarray(gx, np.float64)
+    has, ism = x[:, 11], x[:, 8]
+    structural = np.zeros_like(y)
+    for j, c in enumerate(("e", "mu", "K", "p")):
+        structural[:, names.index("PID" + c)] = x[:, 4 + j] * has
+    structural[:, names.index("PIDmu")] += (x[:, 9] - x[:, 10]) * ism
+    r = np.where(is_prob > 0, 0.0, y - structural)
+    prob = np.where(is_prob > 0, np.clip(y, 0.0, 1.0), 0.0)
+    pc = np.clip(prob, PROB_EPS, 1 - PROB_EPS)
+    logit = np.where(is_prob > 0, np.clip(np.log(pc) - np.log1p(-pc), -12, 12), 0.0)
+    return r, prob, logit, is_prob
+
+
+# ----------------------------------------------------------------------------------------------
+# training
+# ----------------------------------------------------------------------------------------------
+def train_weighted(model, row_loss, n_train, w_train, val_loss, *, seconds=60.0, max_epochs=200, batch=1024,
+                   lr=3e-3, weight_decay=0.0, seed=0, threads=1, log=print, name="model"):
+    """Minimise sum_i w_i loss_i / sum_i w_i with AdamW over a wall-time budget.
+
+    ``row_loss(idx)`` -> per-row loss tensor of the training rows ``idx`` (LongTensor); weights may
+    be negative (sWeights): each batch is normalised by the *global* mean weight so that negative
+    batches do not flip the sign.  ``val_loss()`` -> float (weighted validation loss); the best
+    state is kept.
+    """
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    w = torch.as_tensor(np.asarray(w_train, np.float32))
+    w_mean = float(np.mean(w_train)) if abs(float(np.mean(w_train))) > 1e-12 else 1.0
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    steps = max(n_train // batch, 1)
+    t0 = time.time()
+    best, best_state, epoch = float("inf"), None, 0
+    history = []
+    while epoch < max_epochs and (time.time() - t0 < seconds or epoch == 0):
+        perm = torch.randperm(n_train, generator=gen)
+        model.train()
+        run = 0.0
+        for k in range(steps):
+            frac = min((time.time() - t0) / seconds, 1.0)
+            for g in opt.param_groups:
+                g["lr"] = lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
+            idx = perm[k * batch:(k + 1) * batch]
+            loss = (row_loss(idx) * w[idx]).mean() / w_mean
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            run += float(loss.detach())
+        epoch += 1
+        model.eval()
+        with torch.no_grad():
+            v = float(val_loss())
+        history.append(v)
+        if math.isfinite(v) and v < best:
+            best = v
+            best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
+        if log and (epoch % 5 == 1 or time.time() - t0 >= seconds):
+            log(f"  [{name}] epoch {epoch:3d} train {run / steps:.4f} val {v:.4f} ({time.time() - t0:.0f}s)")
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return {"epochs": epoch, "seconds": round(time.time() - t0, 1), "best_val_loss": round(best, 5)}
+
+
+def export(model, path, n_in, noise_dim=0, opset=17):
+    """ONNX export with inputs ``x`` (and ``noise``), output ``y``, dynamic batch axis."""
+    import onnx
+    import torch
+
+    model.eval()
+    x = torch.zeros(8, n_in) + torch.tensor([20000.0, 3.0, 100.0, 1.0] + [0.0] * (n_in - 4))
+    args = (x,) if not noise_dim else (x, torch.zeros(8, noise_dim))
+    names = ["x"] if not noise_dim else ["x", "noise"]
+    axes = {k: {0: "N"} for k in names + ["y"]}
+    with torch.no_grad():
+        torch.onnx.export(model, args, str(path), input_names=names, output_names=["y"], dynamic_axes=axes,
+                          opset_version=opset, dynamo=False, do_constant_folding=True)
+    onnx.checker.check_model(onnx.load(str(path)))
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# conditional normalising flow (design of models/training/tracking/generative.py, own copy: a
+# single tie-preserving quantile table, kinematic transform and standardisation in front)
+# ----------------------------------------------------------------------------------------------
+def rich_to_flow(rich):
+    """RICH DLLs -> flow variables (DLLe, DLLmu, DLLK, DLLp - DLLK); inverse in the graph."""
+    r = np.asarray(rich, np.float64)
+    return np.stack([r[:, 0], r[:, 1], r[:, 2], r[:, 3] - r[:, 2]], axis=1)
+
+
+def build_pid_flow(kin_loc, kin_scale, gauss: TieGaussianizer, dim: int, n_layers: int = 6, hidden: int = 32,
+                   embed: int = 16, seed: int = 0, post=None):
+    """torch module with ``log_prob(u, x)`` (u: Gaussianised targets, x: KIN_INPUTS) and
+    ``forward(x, noise)`` -> targets (the exported sampling graph).  ``freeze()`` before export."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    act = nn.SiLU
+    half = dim // 2
+    kin_transform = make_modules()["kin_transform"]
+
+    class Coupling(nn.Module):
+        """Affine coupling of one half given the other half and the condition embedding, followed
+        (sampling direction) by a learned invertible mixing W = P L U."""
+
+        def __init__(self, flip, perm):
+            super().__init__()
+            self.flip = flip
+            na, nb = (dim - half, half) if not flip else (half, dim - half)
+            self.na, self.nb = na, nb
+            self.lin_a = nn.Linear(na, hidden)
+            self.lin_e = nn.Linear(embed, hidden, bias=False)
+            self.out = nn.Sequential(act(), nn.Linear(hidden, hidden), act(), nn.Linear(hidden, 2 * nb))
+            nn.init.zeros_(self.out[-1].weight)
+            nn.init.zeros_(self.out[-1].bias)
+            self.register_buffer("P", torch.as_tensor(np.eye(dim, dtype=np.float32)[perm]))
+            self.L = nn.Parameter(torch.zeros(dim, dim))
+            self.U = nn.Parameter(torch.zeros(dim, dim))
+            self.log_d = nn.Parameter(torch.zeros(dim))
+            self.register_buffer("tril", torch.tril(torch.ones(dim, dim), -1))
+            self.W_T = None
+
+        def W(self):
+            L = self.L * self.tril + torch.eye(dim)
+            U = self.U * self.tril.T + torch.diag(torch.exp(self.log_d))
+            return self.P @ L @ U
+
+        def st(self, a, e):
+            h = self.out(self.lin_a(a) + self.lin_e(e))
+            return 3.0 * torch.tanh(h[:, : self.nb] / 3.0), h[:, self.nb:]
+
+        def split(self, z):
+            return (z[:, self.nb:], z[:, : self.nb]) if self.flip else (z[:, : self.na], z[:, self.na:])
+
+        def join(self, a, b):
+            return torch.cat([b, a], dim=1) if self.flip else torch.cat([a, b], dim=1)
+
+        def sample(self, z, e):
+            a, b = self.split(z)
+            s, t = self.st(a, e)
+            z = self.join(a, b * torch.exp(s) + t)
+            return z @ (self.W_T if self.W_T is not None else self.W().T)
+
+        def inverse(self, u, e):
+            z = u @ torch.linalg.inv(self.W()).T
+            a, b = self.split(z)
+            s, t = self.st(a, e)
+            return self.join(a, (b - t) * torch.exp(-s)), -s.sum(dim=1) - self.log_d.sum()
+
+    rng = np.random.default_rng(seed + 1)
+    specs = [(k % 2 == 1, rng.permutation(dim)) for k in range(n_layers)]
+    f32 = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32))  # noqa: E731
+
+    class Flow(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("c_loc", f32(kin_loc))
+            self.register_buffer("c_inv", 1.0 / f32(kin_scale))
+            self.embed = nn.Sequential(nn.Linear(4, hidden), act(), nn.Linear(hidden, embed), act())
+            self.base = nn.Linear(embed, 2 * dim)
+            nn.init.zeros_(self.base.weight)
+            nn.init.zeros_(self.base.bias)
+            self.layers = nn.ModuleList([Coupling(flip, perm) for flip, perm in specs])
+            self.register_buffer("q_flat", f32(gauss.q.reshape(-1)))
+            self.K = gauss.q.shape[1]
+            self.g0 = float(gauss.g[0])
+            self.inv_dg = float((self.K - 1) / (gauss.g[-1] - gauss.g[0]))
+            self.register_buffer("col_off", torch.arange(dim, dtype=torch.long) * self.K)
+            self.dim = dim
+
+        def cond(self, x):
+            return self.embed((kin_transform(x) - self.c_loc) * self.c_inv)
+
+        def base_st(self, e):
+            h = self.base(e)
+            return 3.0 * torch.tanh(h[:, : self.dim] / 3.0), h[:, self.dim:]
+
+        def log_prob(self, u, x):
+            e = self.cond(x)
+            z, logdet = u, torch.zeros(u.shape[0], dtype=u.dtype)
+            for layer in reversed(self.layers):
+                z, ld = layer.inverse(z, e)
+                logdet = logdet + ld
+            s, t = self.base_st(e)
+            z = (z - t) * torch.exp(-s)
+            return -0.5 * (z * z).sum(dim=1) - 0.5 * self.dim * math.log(2 * math.pi) + logdet - s.sum(dim=1)
+
+        def freeze(self):
+            for layer in self.layers:
+                layer.W_T = layer.W().detach().T.contiguous()
+
+        def forward(self, x, noise):
+            e = self.cond(x)
+            s, t = self.base_st(e)
+            z = noise * torch.exp(s) + t
+            for layer in self.layers:
+                z = layer.sample(z, e)
+            # inverse marginal quantile transform (uniform Gaussian grid: arithmetic bin, Gather)
+            pos = torch.clamp((z - self.g0) * self.inv_dg, 0.0, float(self.K - 1) - 1e-3)
+            i0 = torch.floor(pos)
+            frac = pos - i0
+            idx = i0.to(torch.long) + self.col_off
+            lo, hi = self.q_flat[idx], self.q_flat[idx + 1]
+            t = lo + frac * (hi - lo)
+            if post == "rich":   # (DLLe, DLLmu, DLLK, DLLp - DLLK) -> (DLLe, DLLmu, DLLK, DLLp)
+                t = torch.cat([t[:, 0:3], t[:, 3:4] + t[:, 2:3]], dim=1)
+            return t
+
+    return Flow()
+
+
+def sha256_of(path) -> str:
+    import hashlib
+    from pathlib import Path
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def write_card(path, card: dict):
+    import yaml
+
+    class _Dumper(yaml.SafeDumper):
+        pass
+
+    _Dumper.add_representer(np.float32, lambda d, v: d.represent_float(float(v)))
+    _Dumper.add_representer(np.float64, lambda d, v: d.represent_float(float(v)))
+    _Dumper.add_representer(np.int64, lambda d, v: d.represent_int(int(v)))
+    _Dumper.add_representer(np.bool_, lambda d, v: d.represent_bool(bool(v)))
+    with open(path, "w") as f:
+        yaml.dump(card, f, Dumper=_Dumper, sort_keys=False, width=110, default_flow_style=None)
