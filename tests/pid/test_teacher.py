@@ -14,7 +14,7 @@ KEY = RandomStreams(7, 0, "PIDTeacherTest").key_for(0)
 M = dict(zip(C.HYPO_NAMES, C.HYPO_MASS))
 
 
-def tracks(n, pdg, p_mev, eta=3.0, phi=0.4, ntracks=130.0, first=0, charge=1):
+def tracks(n, pdg, p_mev, eta=3.0, phi=0.4, ntracks=22.0, first=0, charge=1):
     """n identical-kinematics tracks from the origin, each its own event (keys first..first+n-1)."""
     t = math.tan(2 * math.atan(math.exp(-eta)))
     return dict(pid=np.full(n, pdg), p=np.full(n, float(p_mev)), x=0.0, y=0.0, z=0.0, tx=t * math.cos(phi),
@@ -100,8 +100,8 @@ def test_veto_mode_and_no_rich():
 
 
 def test_occupancy_broadens_dll():
-    lo = run(tracks(4000, 211, 30000.0, ntracks=30.0))
-    hi = run(tracks(4000, 211, 30000.0, ntracks=600.0))
+    lo = run(tracks(4000, 211, 30000.0, ntracks=5.0))
+    hi = run(tracks(4000, 211, 30000.0, ntracks=100.0))
     assert np.median(hi["RichDLLK"]) > np.median(lo["RichDLLK"])  # weaker separation at high occupancy
     assert hi["nBackgroundPhotons"].mean() > 5 * lo["nBackgroundPhotons"].mean()
 
@@ -188,7 +188,7 @@ def test_ring_overlap_background_scales_with_theta():
         r = run(tr)
         theta = math.atan(math.hypot(tr["tx"], tr["ty"]))
         th_max = math.acos(1.0 / (1.0 + C.RICH_N_MINUS_1[0]))
-        mean = C.RICH_BKG_PER_TRACK[0] * 130.0 * (C.RICH_BKG_THETA_REF[0] / max(theta, th_max)) ** 2 + C.RICH_BKG_FLOOR[0]
+        mean = C.RICH_BKG_PER_TRACK[0] * 22.0 * C.NTRACKS_LHCB_PER_FLASHSIM * (C.RICH_BKG_THETA_REF[0] / max(theta, th_max)) ** 2 + C.RICH_BKG_FLOOR[0]
         k = r["nBackgroundPhotons"][:, 0]
         assert abs(k.mean() - mean) < 4 * math.sqrt(mean / k.size), (eta, k.mean(), mean)
         res[eta] = k.mean()
@@ -223,7 +223,7 @@ def test_reproducible_regardless_of_batch():
     n = 3000
     pid = rng.choice([11, 13, 211, 321, 2212], n)
     args = dict(pid=pid, p=rng.uniform(2e3, 1e5, n), x=0.0, y=0.0, z=rng.normal(0, 40, n), tx=rng.uniform(-0.2, 0.2, n),
-                ty=rng.uniform(-0.2, 0.2, n), charge=rng.choice([-1, 1], n), ntracks=rng.uniform(20, 400, n),
+                ty=rng.uniform(-0.2, 0.2, n), charge=rng.choice([-1, 1], n), ntracks=rng.uniform(3, 70, n),
                 prod_z=0.0, event=rng.integers(0, 50, n), index=np.arange(n), key=KEY)
     full = teacher_response(**args)
     sub = rng.permutation(n)[:700]
@@ -251,3 +251,19 @@ def test_combined_dlls():
 def test_unknown_override_is_reported():
     with pytest.raises(ValueError, match="RICH_RING_LOSS"):
         run(tracks(3, 211, 1e4), RICH_RING_LOS=0.1)
+
+
+def test_ntracks_definition_scale_matches_the_occupancy_file():
+    """The teacher's inputs are flashsim nTracks; its occupancy physics is in LHCb's definition.
+    The conversion is the ratio of the medians of the two distributions."""
+    import numpy as np
+    from scipy.special import ndtri  # noqa: F401
+
+    from algorithms.pid.teacher import constants as C
+    from algorithms.pid.teacher.sampling import NTRACKS_YAML, sample_ntracks, sample_ntracks_flashsim
+
+    u = (np.arange(20001) + 0.5) / 20001
+    flash, desc = sample_ntracks_flashsim(u, NTRACKS_YAML)
+    assert "minbias_ntracks" in desc
+    lhcb, _ = sample_ntracks(u, None)
+    assert abs(np.median(lhcb) / np.median(flash) / C.NTRACKS_LHCB_PER_FLASHSIM - 1) < 0.05

@@ -93,7 +93,14 @@ MUON_FOI_NSIGMA = 3.5          # FOI half-width in units of the expected muon sp
 # nuisance parameters (T): tuned once on the b-decay-like spectrum of sampling.py to reproduce the
 # integrated public figures (docs/pid_teacher.md).  They stand for effects a Geant4 simulation has
 # and this teacher does not model photon by photon.
-NTRACKS_REF = 130.0            # reference occupancy (median of the Lamarr nTracks parametrisation)
+NTRACKS_REF = 130.0            # reference occupancy (median of the Lamarr nTracks parametrisation), LHCb definition
+# nTracks definitions: the teacher's occupancy physics is calibrated in LHCb's nTracks (all track types,
+# VELO and T tracks included; Lamarr's parametrisation exp(4.8703 + 0.5921 N(0,1)) has median 130.4),
+# while flashsim's RecSummary counts reconstructed long + upstream + downstream tracks only (median 22
+# in 2016 minimum bias, models/occupancy/minbias_ntracks_2016-MagUp-13TeV.yaml).  The teacher's inputs
+# are flashsim nTracks (what the flash PID is conditioned on); internally they are scaled by the ratio
+# of the two medians.  tests/pid/test_teacher.py checks this ratio against the occupancy file.
+NTRACKS_LHCB_PER_FLASHSIM = 130.4 / 22.0
 RICH_BKG_PER_TRACK = np.array([0.08, 0.08])   # photons of other rings in the ring window per nTracks, at RICH_BKG_THETA_REF
 RICH_RING_LOSS = np.array([0.20, 0.15])       # fraction of degraded rings: yield x U(0,1) unknown to the likelihood
                                               # (interactions in the radiator, unmodelled partial coverage); tuned on P(PIDK>5|pi)

@@ -9,9 +9,10 @@ b-decay-like spectrum (documented choice, docs/pid_teacher.md):
   eta ~ N(3.2, 0.65) truncated to [1.9, 5.0]; phi uniform; charge +-1 with equal probability;
   origin: z0 ~ N(0, 45 mm) (2016 luminous region) plus a b-hadron flight of Exp(10 mm) along z,
   x = y = 0 at closest-to-beam.
-nTracks: ``models/occupancy/minbias_ntracks_2016-MagUp-13TeV.yaml`` when present (inverse CDF of
-its quantiles or histogram), else the LHCb Lamarr parametrisation exp(4.8703 + 0.5921 N(0,1))
-(PyLamarr / SQLamarr RecSummary), truncated to [5, 1000].
+nTracks (flashsim's definition, what the flash PID is conditioned on):
+``models/occupancy/minbias_ntracks_2016-MagUp-13TeV.yaml`` (inverse CDF of its histogram); without
+that file, the LHCb Lamarr parametrisation exp(4.8703 + 0.5921 N(0,1)) converted to flashsim's
+definition with ``NTRACKS_LHCB_PER_FLASHSIM``.
 """
 from __future__ import annotations
 
@@ -59,8 +60,9 @@ def _load_ntracks_yaml(path: Path):
         for qk, pk in (("quantiles", "probabilities"), ("quantiles", "levels")):
             if qk in d and pk in d:
                 return np.asarray(d[pk], float), np.asarray(d[qk], float)
-        if "edges" in d and "counts" in d:
-            edges = np.asarray(d["edges"], float)
+        edge_key = "bin_edges" if "bin_edges" in d else "edges"
+        if edge_key in d and "counts" in d:
+            edges = np.asarray(d[edge_key], float)
             cdf = np.concatenate([[0.0], np.cumsum(np.asarray(d["counts"], float))])
             return cdf / cdf[-1], edges
     raise ValueError(f"{path}: expected keys (quantiles, probabilities) or (edges, counts)")
@@ -81,6 +83,14 @@ def sample_ntracks(u, yaml_path: Path | None = NTRACKS_YAML):
     return np.clip(np.round(nt), 5, 1000), desc
 
 
+def sample_ntracks_flashsim(u, yaml_path: Path | None = NTRACKS_YAML):
+    """nTracks in flashsim's definition: the occupancy file, else Lamarr's converted (see module doc)."""
+    values, desc = sample_ntracks(u, yaml_path)
+    if desc.startswith("Lamarr"):
+        return np.round(values / C.NTRACKS_LHCB_PER_FLASHSIM), desc + " / NTRACKS_LHCB_PER_FLASHSIM"
+    return values, desc
+
+
 def sample_tracks(n, species, seed=12345, first_row=0, spectrum: BDecaySpectrum | None = None,
                   ntracks_yaml: Path | None = NTRACKS_YAML):
     """n rows of teacher inputs; ``species`` is a PDG id, an array of PDG ids, or a name in SPECIES_PDG.
@@ -97,7 +107,10 @@ def sample_tracks(n, species, seed=12345, first_row=0, spectrum: BDecaySpectrum 
     eta = spectrum.eta(u[:, 1])
     phi = 2.0 * np.pi * u[:, 2] - np.pi
     charge = np.where(u[:, 3] < 0.5, -1, 1).astype(np.int8)
-    ntracks, _ = sample_ntracks(u[:, 4], ntracks_yaml)
+    if ntracks_yaml is None:  # LHCb definition (the public figures): callers convert
+        ntracks, _ = sample_ntracks(u[:, 4], None)
+    else:
+        ntracks, _ = sample_ntracks_flashsim(u[:, 4], ntracks_yaml)
     z0 = 45.0 * ndtri(u[:, 5]) + (-10.0 * np.log(u[:, 6]))
     theta = 2.0 * np.arctan(np.exp(-eta))
     t = np.tan(theta)

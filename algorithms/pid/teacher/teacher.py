@@ -39,7 +39,9 @@ def rich_muon_response(pid, p, x, y, z, tx, ty, charge, ntracks, prod_z, event, 
       pid      true PDG id (e, mu, pi, K, p; anything else is treated as a pion)
       p        momentum [MeV] (the reconstructed one: the hypotheses and FOIs use it)
       x, y, z, tx, ty  closest-to-beam state [mm]; charge (+-1)
-      ntracks  event occupancy (nTracks of /Event/Rec/Summary)
+      ntracks  event occupancy in flashsim's definition (nTracks of /Event/Rec/Summary: reconstructed
+               long + upstream + downstream tracks); scaled internally to LHCb's definition by
+               ``NTRACKS_LHCB_PER_FLASHSIM`` (see constants.py)
       prod_z   true production-vertex z [mm] (start of the decay-in-flight flight path)
       event, index  counter-RNG keys (global event number, object index within the event)
       key      uint64 stream key (``RandomStreams.key_for(stream)`` / ``ctx.random.key``)
@@ -86,7 +88,7 @@ def rich_muon_response(pid, p, x, y, z, tx, ty, charge, ntracks, prod_z, event, 
     ix = np.ascontiguousarray(np.broadcast_to(np.asarray(index, dtype=np.int64), (n,)))
     teacher_kernel(
         sp, p, _f64(x, n), _f64(y, n), _f64(z, n), _f64(tx, n), _f64(ty, n), qop,
-        _f64(ntracks, n), _f64(prod_z, n), ev, ix, np.uint64(key),
+        _f64(ntracks, n) * float(cst["NTRACKS_LHCB_PER_FLASHSIM"]), _f64(prod_z, n), ev, ix, np.uint64(key),
         g("HYPO_MASS"), g("HYPO_CTAU"), g("RICH_N_MINUS_1"), g("RICH_NPE_SAT"), g("RICH_SIGMA_PHOTON"),
         g("RICH_TRACK_SIGMA"), g("RICH_MS_TRACK"), float(cst["RICH_TRACK_TAIL_FRAC"]), float(cst["RICH_TRACK_TAIL_SCALE"]), g("RICH_BKG_PER_TRACK"), g("RICH_RING_LOSS"), float(cst["RICH_RING_LOSS_BOTH"]),
         g("RICH_BKG_FLOOR"), z_rich, g("RICH_ACC_INNER"), g("RICH_ACC_OUTER_X"), g("RICH_ACC_OUTER_Y"),

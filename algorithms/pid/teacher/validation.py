@@ -20,6 +20,7 @@ import numpy as np
 
 from framework.random import RandomStreams
 
+from . import constants as C
 from .sampling import BDecaySpectrum, sample_tracks
 from .teacher import combine_dlls, rich_muon_response
 
@@ -69,8 +70,10 @@ def measure_public_figures(n_per_species=50000, seed=2024, key_seed=1, spectra=N
     for k, sp in enumerate(("e", "mu", "pi", "K", "p")):
         s = sample_tracks(n_per_species, sp, seed=seed, first_row=k * 100_000_000, spectrum=spectra.get(sp),
                           ntracks_yaml=None)
+        # the public figures are for LHCb's nTracks (Lamarr parametrisation): convert to flashsim's definition
+        ntracks = s["nTracks"] / overrides.get("NTRACKS_LHCB_PER_FLASHSIM", C.NTRACKS_LHCB_PER_FLASHSIM)
         r = rich_muon_response(s["pid"], s["p"], s["x"], s["y"], s["z"], s["tx"], s["ty"], s["charge"],
-                               s["nTracks"], s["prod_z"], s["event"], s["index"], key, **overrides)
+                               ntracks, s["prod_z"], s["event"], s["index"], key, **overrides)
         r.update(combine_dlls(r))
         r["muacc"] = r["InMuonAcc"] & (s["p"] > 3000.0)
         cache[sp] = r
