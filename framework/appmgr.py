@@ -264,16 +264,15 @@ class ApplicationMgr(Component):
         """Run ``alg`` on the batch; returns (normalised result, failed local event indices)."""
         in_paths = self._input_paths(alg)
         inputs = self._fetch(store, in_paths)
-        handles = self._handles_of(alg)
         try:
             result = self._normalise(alg, ctx, self._call(alg, ctx, inputs))
-            for h in handles:
+            for h in self._handles_of(alg):  # looked up after the call: handles may be created lazily
                 h.commit()
             return result, []
         except (KeyboardInterrupt, EventError, ConfigurationError):
             raise
         except Exception as exc:
-            for h in handles:
+            for h in self._handles_of(alg):
                 h.discard()
             if ctx.n_events == 1:
                 self._report_failure(alg, ctx, exc)
@@ -286,13 +285,13 @@ class ApplicationMgr(Component):
             sub_inputs = self._fetch(sub_store, in_paths)
             try:
                 res = self._normalise(alg, sub_ctx, self._call(alg, sub_ctx, sub_inputs))
-                for h in handles:
+                for h in self._handles_of(alg):
                     h.commit()
                 good_results.append(res)
             except (KeyboardInterrupt, EventError, ConfigurationError):
                 raise
             except Exception as exc:
-                for h in handles:
+                for h in self._handles_of(alg):
                     h.discard()
                 self._report_failure(alg, sub_ctx, exc)
                 failed.append(i)

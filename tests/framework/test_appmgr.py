@@ -206,3 +206,10 @@ def test_input_lists_and_optional_inputs(tmp_path):
         {"type": "ToyProducer", "name": "Gen"}, {"type": "CountAll", "name": "Count", "Sources": ["/Event/MC/Missing"]}]}, "bad.yaml")
     with pytest.raises(ConfigurationError, match=r"Count.Sources\[0\] reads /Event/MC/Missing"):
         make_app(bad).initialize()
+
+
+def test_ntuple_handle_created_in_execute_is_written(tmp_path):
+    path = write_options(tmp_path, {"ApplicationMgr": {"EvtMax": 25, "BatchSize": 10, "Output": str(tmp_path / "l.root")},
+                                    "Algorithms": [{"type": "ToyProducer", "name": "Gen"}, {"type": "LazyTuple", "name": "L"}]})
+    run(path)
+    assert len(read_tree(tmp_path / "l.root", "Lazy")["n"]) == 25

@@ -61,6 +61,15 @@ class ToyTuple(Algorithm):
                            "px": Smeared["px"], "y0": Smeared["y0"], "y1": Smeared["y1"]})
 
 
+class LazyTuple(Algorithm):
+    """Creates its ntuple handle inside execute (not in initialize)."""
+
+    Particles = Input("/Event/MC/Particles", "toy particles")
+
+    def execute(self, ctx, Particles):
+        self.ntuple("Lazy").extend({"n": Particles.counts})
+
+
 class FailOn(Algorithm):
     """Raises in events whose number is a multiple of ``Modulo`` (tests ErrorMax)."""
 
@@ -117,7 +126,7 @@ class BadInit(Algorithm):
 
 @hookimpl
 def flashsim_register_components(registry):
-    for cls in (ToyProducer, ToyMLP, ToyTuple, FailOn, HighMultiplicity, NeedsMissing, CountAll, BadInit):
+    for cls in (ToyProducer, ToyMLP, ToyTuple, LazyTuple, FailOn, HighMultiplicity, NeedsMissing, CountAll, BadInit):
         registry.add_algorithm(cls)
 
 
