@@ -1,7 +1,6 @@
 """The single place where the analysis branch imports the decay-descriptor parser.
 
-The parser is a generic utility that currently lives in ``algorithms.generators.descriptors``;
-when it moves to a shared module (``algorithms/common/``) only this file changes.
+The parser is a generic utility shared by every branch (``algorithms.common.descriptors``).
 
 Besides re-exporting :func:`parse_descriptor`, :class:`DecayNode`, :class:`DecayDescriptor` and
 the particle table, :func:`parse` accepts the DaVinci spellings the generators' parser does not:
@@ -11,8 +10,8 @@ from __future__ import annotations
 
 import re
 
-from algorithms.generators.descriptors import DecayDescriptor, DecayNode, parse_descriptor  # noqa: F401
-from algorithms.generators.particle_table import ParticleTable, default_table  # noqa: F401
+from algorithms.common.descriptors import DecayDescriptor, DecayNode, parse_descriptor  # noqa: F401
+from algorithms.common.particle_table import ParticleTable, default_table  # noqa: F401
 
 __all__ = ["DecayDescriptor", "DecayNode", "parse_descriptor", "ParticleTable", "default_table", "parse",
            "preorder", "normalise"]

@@ -154,7 +154,7 @@ def _as_tree(obj):
     if isinstance(obj, str):
         if "->" in obj or "=>" in obj:
             try:
-                from algorithms.generators.descriptors import parse_descriptor
+                from algorithms.common.descriptors import parse_descriptor
             except Exception as exc:  # pragma: no cover
                 raise ConfigurationError(f"cannot parse descriptor {obj!r}: {exc}") from exc
             return _as_tree(parse_descriptor(obj).head)
@@ -173,7 +173,7 @@ def _as_tree(obj):
 def compile_tree(tree, resonances=(), long_lived=()) -> DTFSpec:
     """Compile a decay tree once into :class:`DTFSpec` arrays.
 
-    ``tree``: a ``DecayNode`` (from ``algorithms.generators.descriptors``), a descriptor string
+    ``tree``: a ``DecayNode`` (from ``algorithms.common.descriptors``), a descriptor string
     (``"B+ -> (J/psi(1S) -> mu+ mu-) K+"``) or nested tuples.  Composites with PDG c*tau < 1 um
     share their mother's vertex; override with ``resonances=`` / ``long_lived=`` (names).
     Neutrinos are *missing*: left out of the fit.  Other neutral final states (photons, pi0

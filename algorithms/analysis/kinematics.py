@@ -66,7 +66,7 @@ def resolve_pid(name_or_pid) -> int:
         return int(name_or_pid)
     name = str(name_or_pid).strip()
     try:  # the generators' table knows LHCb/EvtGen aliases
-        from algorithms.generators.particle_table import default_table  # type: ignore
+        from algorithms.common.particle_table import default_table  # type: ignore
 
         tab = default_table()
         for meth in ("pid", "pdgid", "lookup", "from_name"):

@@ -8,7 +8,7 @@
 * :mod:`.occupancy` - nTracks sampling for gun events.
 * :mod:`.particle_gun` - ``ParticleGun`` Algorithm (register it from ``algorithms/plugin.py``).
 """
-from .descriptors import DecayDescriptor, DecayNode, parse_descriptor
-from .particle_table import ParticleTable, default_table
+from ..common.descriptors import DecayDescriptor, DecayNode, parse_descriptor
+from ..common.particle_table import ParticleTable, default_table
 
 __all__ = ["DecayDescriptor", "DecayNode", "parse_descriptor", "ParticleTable", "default_table"]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .particle_table import ConfigurationError
+from ..common.particle_table import ConfigurationError
 
 __all__ = ["DEFAULT_OCCUPANCY_FILE", "parse_occupancy", "OccupancyHistogram", "resolve_path"]
 

@@ -29,9 +29,9 @@ except ImportError:  # pragma: no cover - framework package written concurrently
     from framework.component import Output, Property
 
 from . import phasespace as ps
-from .descriptors import DecayDescriptor, flatten, parse_descriptor
+from ..common.descriptors import DecayDescriptor, flatten, parse_descriptor
 from .occupancy import DEFAULT_OCCUPANCY_FILE, OccupancyHistogram, parse_occupancy
-from .particle_table import ConfigurationError, ParticleTable, default_table
+from ..common.particle_table import ConfigurationError, ParticleTable, default_table
 from .spectra import SPECTRA, sample_momentum, spectrum_params
 
 __all__ = [

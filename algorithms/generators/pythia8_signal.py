@@ -72,8 +72,8 @@ from framework import ConfigurationError, Output, Property
 from framework.random import counter_uniform
 
 from . import phasespace as ps
-from .descriptors import flatten, parse_descriptor
-from .particle_table import ParticleTable, default_table
+from ..common.descriptors import flatten, parse_descriptor
+from ..common.particle_table import ParticleTable, default_table
 from .pythia8 import (
     GEV,
     Pythia8Generator,
@@ -160,7 +160,7 @@ def decay_candidates(key, event, trial, cand_index, p4, mhead, first, ndau, m0, 
                      ctau, max_redraw):
     """Phase-space decay trees of signal candidates (one per row of ``p4`` [nc, 4], MeV).
 
-    Node arrays (breadth-first, :class:`~algorithms.generators.descriptors.FlatTree`): ``first``,
+    Node arrays (breadth-first, :class:`~algorithms.common.descriptors.FlatTree`): ``first``,
     ``ndau``, masses ``m0``/``width``/``mlo``/``mhi`` [MeV], ``ctau`` [mm] (0 = none).  Node 0 is
     the candidate, with mass ``mhead`` (Pythia's).  Random numbers: ``counter_uniform(key, event,
     (trial << 16) | (cand_index << 8) | node, draw)``: draw 0 the proper decay length, 2... the

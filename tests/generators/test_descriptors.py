@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from algorithms.generators.descriptors import DecayNode, flatten, parse_descriptor
-from algorithms.generators.particle_table import ConfigurationError
+from algorithms.common.descriptors import DecayNode, flatten, parse_descriptor
+from algorithms.common.particle_table import ConfigurationError
 
 
 def test_bu_jpsik():

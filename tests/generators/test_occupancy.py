@@ -5,7 +5,7 @@ import yaml
 from scipy import stats
 
 from algorithms.generators.occupancy import OccupancyHistogram, parse_occupancy
-from algorithms.generators.particle_table import ConfigurationError
+from algorithms.common.particle_table import ConfigurationError
 from framework.random import RandomStreams
 
 

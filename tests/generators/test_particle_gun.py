@@ -11,7 +11,7 @@ from scipy import stats
 from algorithms.generators.particle_gun import (ParticleGun, SignalGenerator, SpeciesGenerator,
                                                 generate_with_weights, helicity_cos,
                                                 vector_dilepton_longitudinal_weight)
-from algorithms.generators.particle_table import ConfigurationError
+from algorithms.common.particle_table import ConfigurationError
 from framework import Collection
 from framework.context import BatchContext
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from particle import Particle
 
-from algorithms.generators.particle_table import ConfigurationError, default_table, lhcb_alias
+from algorithms.common.particle_table import ConfigurationError, default_table, lhcb_alias
 
 
 @pytest.fixture(scope="module")

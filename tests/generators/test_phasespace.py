@@ -4,7 +4,7 @@ import pytest
 from scipy import integrate, stats
 
 from algorithms.generators.particle_gun import SignalGenerator
-from algorithms.generators.particle_table import default_table
+from algorithms.common.particle_table import default_table
 from algorithms.generators.phasespace import C_LIGHT, decay_batch, pdk, truncated_bw_cdf
 
 KEYS = np.array([11, 22, 33], dtype=np.uint64)

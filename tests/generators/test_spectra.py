@@ -4,7 +4,7 @@ import pytest
 from scipy import integrate, special, stats
 
 from algorithms.generators.particle_gun import SpeciesGenerator
-from algorithms.generators.particle_table import ConfigurationError
+from algorithms.common.particle_table import ConfigurationError
 from algorithms.generators.spectra import bhadron_pt_cdf, bhadron_pt_pdf
 
 KEYS = np.array([5, 6, 7], dtype=np.uint64)

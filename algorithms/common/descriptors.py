@@ -17,7 +17,7 @@ A ``^`` marks the particle (or the head of the sub-decay) that follows it; marks
 tree for the analysis (``DecayTreeTuple``-like branches).  ``[...]cc`` means "this decay or its
 charge conjugate"; only the outermost brackets may carry ``cc``.
 
-Names resolve to PDG ids through :class:`~algorithms.generators.particle_table.ParticleTable`
+Names resolve to PDG ids through :class:`~algorithms.common.particle_table.ParticleTable`
 (PDG, EvtGen or LHCb-style names).  Unknown names raise ConfigurationError with did-you-mean.
 Parsing also checks electric-charge conservation at every vertex.  Kinematic checks (daughter
 masses vs parent mass) are done by :func:`mass_ranges`, which the generators call at
