@@ -34,6 +34,8 @@ import numpy as np
 
 from framework import Algorithm, Collection, ConfigurationError, Input, Output, Property
 
+from ..common.geometry import ip_ipchi2
+
 from .cuts import C_MM_PER_NS, CutError, ParticleView, compile_cut
 from .kinematics import pdg_charge, pdg_mass, resolve_pid, track_p4
 
@@ -174,29 +176,6 @@ def find_producer(app, path: str, requester: str):
 # ---------------------------------------------------------------------------------------------
 # geometry w.r.t. primary vertices (numba)
 # ---------------------------------------------------------------------------------------------
-@nb.njit(cache=True, inline="always")
-def _ip_chi2(x, y, z, tx, ty, C, vx, vy, vz, V):
-    """IP [mm] and IPchi2 of the line (x, y, tx, ty) at z (4x4 cov C) w.r.t. (vx, vy, vz) (cov V)."""
-    dz = vz - z
-    rx = x + tx * dz - vx
-    ry = y + ty * dz - vy
-    v00 = C[0, 0] + 2.0 * dz * C[0, 2] + dz * dz * C[2, 2]
-    v11 = C[1, 1] + 2.0 * dz * C[1, 3] + dz * dz * C[3, 3]
-    v01 = C[0, 1] + dz * (C[0, 3] + C[2, 1]) + dz * dz * C[2, 3]
-    v00 += V[0, 0] - 2.0 * tx * V[0, 2] + tx * tx * V[2, 2]
-    v11 += V[1, 1] - 2.0 * ty * V[1, 2] + ty * ty * V[2, 2]
-    v01 += V[0, 1] - tx * V[1, 2] - ty * V[0, 2] + tx * ty * V[2, 2]
-    det = v00 * v11 - v01 * v01
-    n2 = 1.0 + tx * tx + ty * ty
-    proj = (rx * tx + ry * ty) / n2
-    px = rx - proj * tx
-    py = ry - proj * ty
-    ip = math.sqrt(px * px + py * py + proj * proj)
-    if not (det > 0.0):
-        return ip, np.inf
-    return ip, (v11 * rx * rx - 2.0 * v01 * rx * ry + v00 * ry * ry) / det
-
-
 @nb.njit(cache=True)
 def _line_pv_kernel(row_event, state, z, cov, pv_off, pvx, pvy, pvz, pvcov, best, ip, ipchi2, mip, mipchi2):
     for i in range(row_event.shape[0]):
@@ -210,7 +189,7 @@ def _line_pv_kernel(row_event, state, z, cov, pv_off, pvx, pvy, pvz, pvcov, best
             continue
         bchi = np.inf
         for j in range(pv_off[e], pv_off[e + 1]):
-            a, c = _ip_chi2(state[i, 0], state[i, 1], z[i], state[i, 2], state[i, 3], cov[i],
+            a, c = ip_ipchi2(state[i, 0], state[i, 1], z[i], state[i, 2], state[i, 3], cov[i],
                             pvx[j], pvy[j], pvz[j], pvcov[j])
             if best[i] < 0 or c < bchi:
                 bchi = c
