@@ -32,7 +32,11 @@ DEFAULT_BRANCHES = {c: c for c in (
     "InMuonAcc", "MuonMuLL", "MuonBkgLL", "PIDe", "PIDmu", "PIDK", "PIDp", "ProbNNe", "ProbNNmu", "ProbNNpi",
     "ProbNNk", "ProbNNp", "ProbNNghost")}
 PROB_COLUMNS = ("ProbNNe", "ProbNNpi", "ProbNNk", "ProbNNp", "ProbNNmu", "ProbNNghost")
-PROB_EPS = 1e-7
+#: ProbNN clip and logit range of the GlobalPID targets: the teacher's ProbNN reach 1e-8 (a muon's
+#: ProbNNp: median 6e-7), so a clip at 1e-7 / logit +-12 turned half of them into a point mass
+#: at 6e-6 (KS 0.69); float32 sigmoid resolves down to ~1e-11
+PROB_EPS = 1e-11
+LOGIT_MAX = 25.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -100,6 +104,34 @@ def columns_for(d: dict, rows) -> dict:
     gt = np.stack([d[c][rows] for c, _, _ in GLOBALPID_OUTPUTS], 1).astype(np.float64)
     return {"kin": kin, "rich": rich, "muon": muon, "hasRich": has, "isMuon": ism, "InMuonAcc": acc,
             "classes": encode_classes(has, acc, ism), "gx": g, "gy": gt, "w": d["weight"][rows]}
+
+
+def teacher_muon_rows(species: str, n_rows: int, seed: int = 20240607, chunk: int = 200_000) -> dict:
+    """Extra *isMuon* rows of one species from the teacher, for the MUON flow of species with a low
+    isMuon rate (hadrons, electrons: 1-3 % of the main sample).  ``n_rows`` fresh teacher tracks of
+    the species (the training spectrum) are simulated and only the isMuon rows kept.  Row numbers
+    start at 2e12 + species * 1e10, so they never overlap the training/validation samples (row 0 on),
+    the teacher ProbNN fit (1e12) or the tests (< 1e10).  The conditional density of the muon
+    likelihoods given (p, eta, nTracks, charge) is the same as in the main sample.  Returns
+    ``{"kin": [n, 4], "muon": [n, 2], "w": ones, "simulated": n_rows}``."""
+    from algorithms.pid.teacher.sampling import SPECIES_PDG
+    from framework.random import RandomStreams
+    from models.training.pid.make_teacher_samples import SPECIES as WRITER_SPECIES, make_chunk
+
+    if species not in WRITER_SPECIES or species not in SPECIES_PDG:
+        raise ValueError(f"teacher_muon_rows: unknown species {species!r}; expected one of {WRITER_SPECIES}")
+    key = RandomStreams(seed, 0, "PIDTeacher").key_for(0)
+    fr = np.array([1.0 if x == species else 0.0 for x in WRITER_SPECIES])
+    first0 = 2 * 10**12 + WRITER_SPECIES.index(species) * 10**10
+    kin, muon = [], []
+    for first in range(0, n_rows, chunk):
+        n = min(chunk, n_rows - first)
+        smp, out = make_chunk(first0 + first, n, fr, seed, key, probnn=False)
+        m = np.asarray(out["isMuon"], bool)
+        kin.append(kinematic_features(smp["p"][m], smp["eta"][m], smp["nTracks"][m], smp["charge"][m]))
+        muon.append(np.stack([np.asarray(out[c])[m] for c in ("MuonMuLL", "MuonBkgLL")], 1).astype(np.float32))
+    kin, muon = np.concatenate(kin), np.concatenate(muon)
+    return {"kin": kin, "muon": muon, "w": np.ones(kin.shape[0]), "simulated": int(n_rows)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -209,8 +241,12 @@ def make_modules():
         kinematics).  ``y = forward(x, noise)`` in GLOBALPID_OUTPUTS order."""
 
         def __init__(self, kin_loc, kin_scale, r_mean, r_std, is_prob, active, const_mask, const_value, hidden=48,
-                     sigma_min=5e-3):
+                     sigma_min=5e-3, logit_weight=2.0):
             super().__init__()
+            # weight of the Gaussian likelihood of the ProbNN logits relative to the soft cross-entropy
+            # (x20): the cross-entropy is blind to tiny probabilities (a muon's ProbNNp ~ 1e-5), the
+            # logit term gets them right; 0.2 in the first release, 2.0 since the retraining of issue 6
+            self.logit_weight = float(logit_weight)
             f32 = lambda a: torch.as_tensor(np.asarray(a, np.float32))  # noqa: E731
             self.std = Standardise(kin_loc, kin_scale)
             self.register_buffer("r_mean", f32(r_mean))
@@ -262,7 +298,7 @@ def make_modules():
             bce = torch.nn.functional.binary_cross_entropy_with_logits(m, p_target, reduction="none")
             zl = (logit_target - m) / sigma
             nll_logit = (0.5 * zl * zl + torch.log(sigma)) * isp * (1 - self.const_mask)
-            return nll_dll + 20.0 * (bce * isp * (1 - self.const_mask)).sum(dim=1) + 0.2 * nll_logit.sum(dim=1)
+            return nll_dll + 20.0 * (bce * isp * (1 - self.const_mask)).sum(dim=1) + self.logit_weight * nll_logit.sum(dim=1)
 
         def forward(self, x, noise):
             m, sigma, structural = self.head(x)
@@ -277,7 +313,7 @@ def make_modules():
 
 def globalpid_targets(gy, gx):
     """Training targets of GlobalPIDNet: corrections of the combined DLLs w.r.t. the sub-detector
-    sum (``r``), ProbNN (``prob``, clipped) and their logits (``logit``, clipped to +-12)."""
+    sum (``r``), ProbNN (``prob``, clipped) and their logits (``logit``, clipped to +-LOGIT_MAX)."""
     names = [c for c, _, _ in GLOBALPID_OUTPUTS]
     is_prob = np.array([n in PROB_COLUMNS for n in names], dtype=np.float64)
     y = np.asarray(gy, np.float64)
@@ -290,7 +326,7 @@ def globalpid_targets(gy, gx):
     r = np.where(is_prob > 0, 0.0, y - structural)
     prob = np.where(is_prob > 0, np.clip(y, 0.0, 1.0), 0.0)
     pc = np.clip(prob, PROB_EPS, 1 - PROB_EPS)
-    logit = np.where(is_prob > 0, np.clip(np.log(pc) - np.log1p(-pc), -12, 12), 0.0)
+    logit = np.where(is_prob > 0, np.clip(np.log(pc) - np.log1p(-pc), -LOGIT_MAX, LOGIT_MAX), 0.0)
     return r, prob, logit, is_prob
 
 

@@ -82,36 +82,55 @@ def train_species(d, s, a, out_dir: Path):
     tt = lambda arr: torch.as_tensor(np.asarray(arr, np.float32))  # noqa: E731
     paths = {k: out_dir / f"{a.prefix}_{k}_{s}.onnx" for k in MODEL_KINDS}
     settings = {}
+    kinds = set(a.kinds.split(","))
+    for k in MODEL_KINDS:   # kinds not retrained: the existing file and its card's training block are kept
+        if k not in kinds:
+            import yaml
+
+            card = paths[k].with_suffix(".yaml")
+            if not (paths[k].is_file() and card.is_file()):
+                raise SystemExit(f"--kinds {a.kinds}: {paths[k]} (or its card) missing, cannot reuse it")
+            settings[k] = {"reused_training_block": yaml.safe_load(card.read_text())["training"]}
 
     # -- 1. classifier ---------------------------------------------------------------------
     kt = kin_transform_np(T["kin"])
     loc, scale = kt.mean(0), np.maximum(kt.std(0), 1e-3)
     loc[3], scale[3] = 0.0, 1.0
     clf = M["ClassifierNet"](loc, scale, hidden=a.clf_hidden)
+    if "ismuon" not in kinds:
+        clf = None
     xT, yT, xV, yV = tt(T["kin"]), torch.as_tensor(T["classes"]), tt(V["kin"]), torch.as_tensor(V["classes"])
     wV = tt(V["w"])
     ce = torch.nn.functional.cross_entropy
-    fig = train_weighted(clf, lambda idx: ce(clf.logits(xT[idx]), yT[idx], reduction="none"), tr.size, T["w"],
-                         lambda: float((ce(clf.logits(xV), yV, reduction="none") * wV).sum() / wV.sum()),
-                         seconds=a.seconds_clf, seed=a.seed, threads=threads, lr=3e-3, name=f"ismuon_{s}", log=log)
-    export(clf, paths["ismuon"], 4)
-    settings["ismuon"] = {"architecture": f"MLP 4-{a.clf_hidden}-{a.clf_hidden}-6 SiLU, softmax", **fig}
+    if clf is not None:
+        fig = train_weighted(clf, lambda idx: ce(clf.logits(xT[idx]), yT[idx], reduction="none"), tr.size, T["w"],
+                             lambda: float((ce(clf.logits(xV), yV, reduction="none") * wV).sum() / wV.sum()),
+                             seconds=a.seconds_clf, seed=a.seed, threads=threads, lr=3e-3, name=f"ismuon_{s}", log=log)
+        export(clf, paths["ismuon"], 4)
+        settings["ismuon"] = {"architecture": f"MLP 4-{a.clf_hidden}-{a.clf_hidden}-6 SiLU, softmax", **fig}
 
     # -- 2./3. flows -------------------------------------------------------------------------
-    def fit_flow(kind, target_key, mask_key, dim, layers, hidden, embed, seconds):
+    def fit_flow(kind, target_key, mask_key, dim, layers, hidden, embed, seconds, extra=None):
+        if kind not in kinds:
+            return
         mT, mV = T[mask_key], V[mask_key]
         if mT.sum() < 20 or mV.sum() < 5:
             raise SystemExit(f"species {s}: {int(mT.sum())}/{int(mV.sum())} training/validation rows with "
                              f"{mask_key} -- too few to train the {kind} model")
         pre = rich_to_flow if kind == "rich" else (lambda t: np.asarray(t, np.float64))
-        gauss = TieGaussianizer().fit(pre(T[target_key][mT]), T["w"][mT])
-        uT = gauss.forward(pre(T[target_key][mT]), rng)
+        tgt, kin_t, w_t = T[target_key][mT], T["kin"][mT], T["w"][mT]
+        if extra is not None and extra["kin"].shape[0]:   # extra training rows (muon-enriched teacher rows)
+            tgt, kin_t = np.concatenate([tgt, extra[target_key]]), np.concatenate([kin_t, extra["kin"]])
+            w_t = np.concatenate([w_t, extra["w"]])
+        gauss = TieGaussianizer().fit(pre(tgt), w_t)
+        uT = gauss.forward(pre(tgt), rng)
         uV = gauss.forward(pre(V[target_key][mV]), rng)
         model = build_pid_flow(loc, scale, gauss, dim, n_layers=layers, hidden=hidden, embed=embed, seed=a.seed + si,
                                post="rich" if kind == "rich" else None)
-        x1, u1, x2, u2, w2 = tt(T["kin"][mT]), tt(uT), tt(V["kin"][mV]), tt(uV), tt(V["w"][mV])
-        batch = int(min(1024, max(64, mT.sum() // 8)))
-        f = train_weighted(model, lambda idx: -model.log_prob(u1[idx], x1[idx]), int(mT.sum()), T["w"][mT],
+        x1, u1, x2, u2, w2 = tt(kin_t), tt(uT), tt(V["kin"][mV]), tt(uV), tt(V["w"][mV])
+        n1 = int(kin_t.shape[0])
+        batch = int(min(1024, max(64, n1 // 8)))
+        f = train_weighted(model, lambda idx: -model.log_prob(u1[idx], x1[idx]), n1, w_t,
                            lambda: float((-model.log_prob(u2, x2) * w2).sum() / w2.sum()), seconds=seconds,
                            seed=a.seed, threads=threads, lr=2e-3, batch=batch, name=f"{kind}_{s}", log=log)
         model.freeze()
@@ -122,12 +141,30 @@ def train_species(d, s, a, out_dir: Path):
                                           + ("; flow variables (DLLe, DLLmu, DLLK, DLLp - DLLK): the 30 % of tracks "
                                              "with DLLp == DLLK exactly (K and p both below threshold) are a point "
                                              "mass of one variable" if kind == "rich" else ""),
-                          "rows": int(mT.sum()), **f}
+                          "rows": n1, **f}
+        if extra is not None:
+            settings[kind]["extra_rows"] = {
+                "rows": int(extra["kin"].shape[0]), "simulated_tracks": extra["simulated"],
+                "source": "muon-enriched training rows: the isMuon rows of fresh teacher tracks of this species "
+                          "(same spectrum; rows disjoint from the sample), see flash_common.teacher_muon_rows"}
 
     fit_flow("rich", "rich", "hasRich", 4, a.rich_layers, a.rich_hidden, a.rich_embed, a.seconds_rich)
-    fit_flow("muon", "muon", "isMuon", 2, a.muon_layers, a.muon_hidden, a.muon_embed, a.seconds_muon)
+    extra = None
+    if a.muon_extra_tracks > 0 and s != "mu" and "muon" in kinds:
+        if a.weight_branch or a.species_name:
+            raise SystemExit("--muon-extra-tracks simulates teacher rows: only for teacher samples (no "
+                             "--weight-branch/--species-name calibration files)")
+        from .flash_common import teacher_muon_rows
+
+        t1 = time.time()
+        extra = teacher_muon_rows(s, a.muon_extra_tracks, seed=a.teacher_seed)
+        log(f"  [muon_{s}] {extra['kin'].shape[0]} extra isMuon rows from {a.muon_extra_tracks} teacher tracks "
+            f"({time.time() - t1:.0f}s)")
+    fit_flow("muon", "muon", "isMuon", 2, a.muon_layers, a.muon_hidden, a.muon_embed, a.seconds_muon, extra=extra)
 
     # -- 4. GlobalPID ----------------------------------------------------------------------------
+    if "globalpid" not in kinds:
+        return paths, settings, info, va
     rT, pT, lT, is_prob = globalpid_targets(T["gy"], T["gx"])
     rV, pV, lV, _ = globalpid_targets(V["gy"], V["gx"])
     w = np.clip(T["w"], 0, None) + 1e-12
@@ -140,7 +177,7 @@ def train_species(d, s, a, out_dir: Path):
     const_mask = (is_prob > 0) & (np.ptp(yT, axis=0) == 0)
     const_value = np.where(const_mask, yT[0], 0.0)
     net = M["GlobalPIDNet"](loc, scale, r_mean, r_std, is_prob, active, const_mask.astype(np.float64), const_value,
-                            hidden=a.global_hidden)
+                            hidden=a.global_hidden, logit_weight=a.logit_weight)
     gxT, grT, gpT, glT = tt(T["gx"]), tt((rT - r_mean) / r_std), tt(pT), tt(lT)
     gxV, grV, gpV, glV = tt(V["gx"]), tt((rV - r_mean) / r_std), tt(pV), tt(lV)
     f = train_weighted(net, lambda idx: net.loss(gxT[idx], grT[idx], gpT[idx], glT[idx]), tr.size, T["w"],
@@ -149,7 +186,7 @@ def train_species(d, s, a, out_dir: Path):
     export(net, paths["globalpid"], len(card_columns("globalpid")[0]), noise_dim=NOISE_DIMS["globalpid"])
     settings_active = {c: bool(v) for (c, _, _), v, pp in zip(GLOBALPID_OUTPUTS, active, is_prob) if not pp}
 
-    settings["globalpid"] = {"corrections_active": settings_active,
+    settings["globalpid"] = {"corrections_active": settings_active, "logit_loss_weight": a.logit_weight,
                              "constant_outputs": {c: float(v) for (c, _, _), v, k in zip(GLOBALPID_OUTPUTS, const_value, const_mask) if k},
                              "architecture": f"combined DLLs = sub-detector sum + Gaussian correction; ProbNN = "
                                              f"sigmoid(logit + width*noise); MLP 14-{a.global_hidden}-"
@@ -329,11 +366,15 @@ def card_for(kind, s, path: Path, settings, info, validation, a, command):
     if NOISE_DIMS[kind]:
         card["noise"] = {"dim": NOISE_DIMS[kind], "distribution": "N(0,1)"}
     card["outputs"] = col(outputs)
-    card["training"] = {"sample": sample_description(a.input), "provenance": PROVENANCE, "license": "GPL-3.0-or-later",
-                        "rows_train": info["rows_train"], "rows_validation": info["rows_validation"],
-                        "weights": a.weight_branch or "none (unit weights)",
-                        "negative_weight_fraction": info["negative_weight_fraction"],
-                        "settings": settings[kind], "technique_choice": TECHNIQUE, "command": command}
+    if "reused_training_block" in settings[kind]:   # a model not retrained (--kinds): its own training block
+        card["training"] = settings[kind]["reused_training_block"]
+    else:
+        card["training"] = {"sample": sample_description(a.input), "provenance": PROVENANCE,
+                            "license": "GPL-3.0-or-later",
+                            "rows_train": info["rows_train"], "rows_validation": info["rows_validation"],
+                            "weights": a.weight_branch or "none (unit weights)",
+                            "negative_weight_fraction": info["negative_weight_fraction"],
+                            "settings": settings[kind], "technique_choice": TECHNIQUE, "command": command}
     card["validation"] = validation
     card["limitations"] = [
         "Trained on the flashsim reference detector (teacher), not on LHCb data: it reproduces the teacher, whose "
@@ -382,7 +423,7 @@ def benchmark(n_tracks=100_000, pattern=None, repeats=3, species_mix=(0.02, 0.05
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from algorithms.pid.flash import DEFAULT_PATTERN, FlashPID
-    from algorithms.pid.teacher.sampling import sample_tracks
+    from algorithms.pid.teacher.sampling import sample_ntracks_flashsim, sample_tracks
     from framework import Collection
     from framework.context import BatchContext
     from framework.models import ModelSvc
@@ -397,7 +438,9 @@ def benchmark(n_tracks=100_000, pattern=None, repeats=3, species_mix=(0.02, 0.05
     tracks = Collection.from_counts({"mc_index": np.tile(np.arange(50, dtype=np.int32), n_ev),
                                      "type": np.full(n, 3, np.int8), "tx": s["tx"], "ty": s["ty"], "p": s["p"],
                                      "charge": s["charge"].astype(np.int8)}, counts)
-    summary = Collection.from_counts({"nTracks": rng.integers(5, 300, n_ev).astype(np.int32)}, np.ones(n_ev, np.int64))
+    # flashsim nTracks (median 22, the occupancy file), as the teacher samples
+    nt = sample_ntracks_flashsim(rng.random(n_ev))[0]
+    summary = Collection.from_counts({"nTracks": nt.astype(np.int32)}, np.ones(n_ev, np.int64))
     alg = FlashPID("FlashPID", ModelPattern=pattern or DEFAULT_PATTERN)
     alg._app = SimpleNamespace(model_svc=ModelSvc(threads=1, conditions_tag=CONDITIONS), msg_svc=None, conditions={})
     alg.initialize()
@@ -443,6 +486,15 @@ def parse_args(argv):
     ap.add_argument("--muon-hidden", type=int, default=24)
     ap.add_argument("--muon-embed", type=int, default=12)
     ap.add_argument("--global-hidden", type=int, default=48)
+    ap.add_argument("--kinds", default=",".join(MODEL_KINDS),
+                    help="models to (re)train; the others are read from --output-dir and kept (validation and "
+                         "cards are redone for all)")
+    ap.add_argument("--logit-weight", type=float, default=2.0,
+                    help="GlobalPID: weight of the ProbNN logit likelihood (x20 for the cross-entropy)")
+    ap.add_argument("--muon-extra-tracks", type=int, default=0,
+                    help="teacher samples only: simulate this many extra tracks per species (not mu) and add "
+                         "their isMuon rows to the MUON flow's training rows")
+    ap.add_argument("--teacher-seed", type=int, default=20240607, help="seed of the teacher for --muon-extra-tracks")
     ap.add_argument("--replicas", type=int, default=3, help="flash replicas per validation row")
     ap.add_argument("--c2st-rows", type=int, default=30_000)
     ap.add_argument("--bench", action="store_true", help="measure µs per long track of FlashPID and exit")
@@ -468,6 +520,9 @@ def main(argv=None):
             raise SystemExit(f"unknown species {s!r}; expected one of {SPECIES}")
     if a.species_name:
         species = [a.species_name]
+    bad = [k for k in a.kinds.split(",") if k not in MODEL_KINDS]
+    if bad or not a.kinds:
+        raise SystemExit(f"--kinds: unknown model kind(s) {bad}; expected a comma-separated subset of {MODEL_KINDS}")
     d = load_sample(a.input, a.tree, branches, a.weight_branch, a.species_name)
     out_dir = Path(a.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
