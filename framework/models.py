@@ -25,6 +25,7 @@ import yaml
 from .errors import ConfigurationError
 
 DEFAULT_CHUNK = 4096
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: cards with validation tables are large
 PAD_CHUNK = 256
 
 
@@ -74,7 +75,7 @@ def load_card(onnx_path: Path) -> dict:
     if not card_path.is_file():
         raise ConfigurationError(f"model card {card_path} missing for {onnx_path} (every model ships a YAML card)")
     try:
-        card = yaml.safe_load(card_path.read_text())
+        card = yaml.load(card_path.read_text(), Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
         raise ConfigurationError(f"model card {card_path} is not valid YAML: {exc}") from None
     for key in ("name", "inputs", "outputs"):
