@@ -21,7 +21,7 @@ except ImportError:
 REPO = Path(__file__).resolve().parents[2]
 COV_MODEL = REPO / "models" / "trk2016_covariance.onnx"
 RES_MODEL = REPO / "models" / "trk2016_resolution.onnx"
-KS_TOL = 0.04  # 30k vs 30k rows (card: <= 0.027 on 62k rows for the outputs tested strictly), see test_resolution
+KS_TOL = 0.03  # 30k vs 30k rows (card: <= 0.016 on 62k rows), plus the two-sample fluctuation, see test_resolution
 
 
 def needs_models():
@@ -77,10 +77,9 @@ def test_ks_and_pd_on_heldout_rows(shared):
     assert all_cholesky_ok(cov) and not fixed.any()
 
 
-@pytest.mark.xfail(strict=False, reason="known shortfall of the current covariance model: the correlations of "
-                   "q/p with x, y, tx (corr_*_4, very peaked at 0 with heavy tails) have KS 0.03-0.05 "
-                   "(card validation), above the 0.02 target")
 def test_ks_qop_correlations_on_heldout_rows(shared):
+    """The correlations of q/p with x, y, tx, ty (corr_*_4: peaked at 0, width changing 40-fold with p):
+    KS 0.03-0.05 in the first model, <= 0.016 on 62k rows since the momentum loc/scale normalisation."""
     needs_models()
     ks, _ = _heldout_ks(shared)
     q = {n: v for n, v in ks.items() if n.endswith("_4") and n.startswith("corr")}
@@ -115,13 +114,17 @@ def _long_track_pulls(shared):
     return _PULLS["long"]
 
 
-_XY_SHORTFALL = pytest.mark.xfail(
-    strict=False, reason="known shortfall of the current resolution model: long-track x/y residual cores "
-    "~6-7 % narrower than the reference (pull cores 0.855/0.802 vs 0.913/0.866, card validation)")
+#: measured shortfalls of the shipped models (this test's rows/noise; card validation.pulls in brackets)
+_TAIL_SHORTFALL = {
+    "x": "long-track x pull tail fraction 4.26 % vs reference 3.55 % (+20 %; card +16 %): the resolution flow's "
+         "|dx| couples to ghostProb/chi2 more weakly than the reference's (Spearman 0.08 vs 0.105)",
+    "y": "long-track y pull tail fraction 3.29 % vs reference 2.77 % (+19 %; card +21 %), as for x",
+    "tx": "long-track tx pull tail fraction 2.99 % vs 2.83 % (+5.6 % on these rows, +3.3 % in the card; the "
+          "statistical error of the difference is about +-3 %)",
+}
 
 
-@pytest.mark.parametrize("var", [pytest.param("x", marks=_XY_SHORTFALL), pytest.param("y", marks=_XY_SHORTFALL),
-                                 "tx", "ty", "qop"])
+@pytest.mark.parametrize("var", ["x", "y", "tx", "ty", "qop"])
 def test_pull_core_widths_long_tracks_match_reference(shared, var):
     needs_models()
     pr, pg = _long_track_pulls(shared)
@@ -129,6 +132,18 @@ def test_pull_core_widths_long_tracks_match_reference(shared, var):
     # the comparison can fail: a covariance 20 % too large is caught
     assert pull_widths(pg[var] / 1.2).core_width < 0.95 * wr.core_width
     assert wg.core_width == pytest.approx(wr.core_width, rel=0.05), (var, wr.core_width, wg.core_width)
+
+
+@pytest.mark.parametrize("var", ["x", "y", "tx", "ty", "qop"])
+def test_pull_tail_fractions_long_tracks_match_reference(shared, var, request):
+    """|pull| > 3 fraction within 5 % (relative) of the reference's (~3-9 %; the statistical error of
+    the reference fraction on these ~44k tracks is 1.5-2.5 %)."""
+    needs_models()
+    if var in _TAIL_SHORTFALL:
+        request.applymarker(pytest.mark.xfail(strict=False, reason=_TAIL_SHORTFALL[var]))
+    pr, pg = _long_track_pulls(shared)
+    wr, wg = pull_widths(pr[var]), pull_widths(pg[var])
+    assert wg.tail_fraction == pytest.approx(wr.tail_fraction, rel=0.05), (var, wr.tail_fraction, wg.tail_fraction)
 
 
 def test_chain_reproducible_and_symmetric():
@@ -151,3 +166,44 @@ def test_chain_reproducible_and_symmetric():
     np.testing.assert_array_equal(cov, np.transpose(cov, (0, 2, 1)))
     assert all_cholesky_ok(cov)
     assert cov_alg.binomial_counter("PD guard used") is not None
+
+
+#: measured C2ST AUC of the shipped model per log10 p bin (card: validation.c2st_auc_by_log10p); target <= 0.55
+_AUC_MEASURED = {"log10p_1.9_3.5": 0.7473, "log10p_3.5_4.0": 0.6556, "log10p_4.0_4.5": 0.6863, "log10p_4.5_6.0": 0.7406}
+_HELDOUT_CACHE = {}
+
+
+def _heldout_generated(shared):
+    if "gen" not in _HELDOUT_CACHE:
+        from models.training.tracking.generative import load_tree, split_indices
+        from models.training.tracking.train_covariance import features_of
+
+        d = load_tree(shared("data", "lhcb_trk2016_samples.root"), "Resolution")
+        _, va = split_indices(len(d["pid"]))
+        dv = {k: v[va] for k, v in d.items()}
+        x = features_of(dv)
+        model = ModelSvc(threads=1).load(str(COV_MODEL))
+        noise = np.random.default_rng(54321).standard_normal((len(va), model.noise_dim)).astype(np.float32)
+        gen = model.run({"x": x, "noise": noise}).astype(np.float64)
+        ref = np.stack([dv[n] for n in COVARIANCE_OUTPUTS], axis=1).astype(np.float64)
+        _HELDOUT_CACHE["gen"] = (ref, gen, x)
+    return _HELDOUT_CACHE["gen"]
+
+
+@pytest.mark.parametrize("lo,hi", [(1.9, 3.5), (3.5, 4.0), (4.0, 4.5), (4.5, 6.0)])
+def test_c2st_auc_target_per_momentum_bin(shared, request, lo, hi):
+    """Joint conditional test (classifier two-sample AUC, the conditions as extra features) on the held-out
+    rows of each log10(p/MeV) bin, same rows and noise as the card: target <= 0.55.  Bins where the shipped
+    model misses the target are xfail with the measured figure."""
+    needs_models()
+    key = f"log10p_{lo}_{hi}"
+    if _AUC_MEASURED.get(key, 0.0) > 0.55:
+        request.applymarker(pytest.mark.xfail(strict=False, reason=f"target AUC <= 0.55 not met in {key}: "
+                                              f"measured {_AUC_MEASURED[key]} (card)"))
+    from models.training.tracking.generative import auc_in_p_bins
+
+    if "auc" not in _HELDOUT_CACHE:  # all bins in one call: the same random halves as the card
+        ref, gen, x = _heldout_generated(shared)
+        _HELDOUT_CACHE["auc"] = auc_in_p_bins(ref, gen, x, x[:, 5].astype(np.float64))
+    r = _HELDOUT_CACHE["auc"][key]
+    assert r["auc"] <= 0.55, r

@@ -4,17 +4,22 @@ normalising flows trained by maximum likelihood with PyTorch (CPU) and exported 
 
 Model in one picture (sampling direction, everything below is inside the ONNX graph)::
 
-    x [N, n_in] --(robust scaling + asinh)--> c --MLP--> e (condition embedding)
-    noise [N, d] --(conditional elementwise affine)--> (K affine coupling layers, each an MLP of
-        [half of the variables, e])--> u   (Gaussianised targets)
-    u --(inverse marginal quantile transform: piecewise-linear over stored quantiles)--> t
+    x [N, n_in] --(robust scaling + asinh)--> c --MLP--> e (condition embedding, once)
+    noise [N, d] --(conditional elementwise affine(e))--> (K affine couplings: h = act(A half + E_k e),
+        one hidden layer by default, then (log-scale, shift) of the other half; learned invertible
+        linear mixing after each)--> u   (Gaussianised targets)
+    u --(inverse marginal quantile transform of the row's table group: track type x log10 p bin)--> t
+    t --(* scale(log10 p, type) + loc(log10 p, type), :class:`MomentumScale`)--> t
     t --(model-specific post-processing, e.g. dp = (dp/p) * p, CPC -> correlations)--> y
 
 * Marginal Gaussianisation: for every target column the training sample's quantiles at
   Gaussian levels g_k = -G..G (uniform grid) are stored; the graph maps u -> t by linear
   interpolation between (g_k, q_k) with a uniform grid, so the bin index is arithmetic
-  (floor) and the lookup a Gather: cheap, exact inverse of the training-time transform, and
-  bounded by the training sample's range (no absurd extrapolation).
+  (floor) and the lookup one Gather of (q_k, q_{k+1} - q_k) rows: cheap, exact inverse of the
+  training-time transform, and bounded by the training sample's range (no absurd extrapolation).
+  After training the tables are recalibrated on the flow's own marginals
+  (:meth:`Gaussianizer.calibrate`, :func:`calibrate_flow`): generated marginals per table group
+  equal the training sample's, at no inference cost.
 * Affine couplings with soft-clamped log-scales; the last layer of each coupling MLP is
   zero-initialised (the flow starts at the identity).
 
@@ -36,9 +41,12 @@ __all__ = [
     "split_indices",
     "Gaussianizer",
     "track_type_group",
+    "table_group",
     "MomentumScale",
     "ConditionScaler",
     "build_flow",
+    "sample_u_numpy",
+    "calibrate_flow",
     "train_flow",
     "export_onnx",
     "OnnxSampler",
@@ -115,6 +123,45 @@ class Gaussianizer:
         return out
 
 
+    def calibrate(self, t, groups, u_gen, groups_gen):
+        """Post-training marginal recalibration (quantile mapping), in place.
+
+        The flow's generated ``u`` (``u_gen``, sampled on the *training* conditions) has marginals
+        F_gen that are close to, but not exactly N(0,1) (e.g. a few % too peaked).  Replacing the
+        table q_k = Q_t(Phi(g_k)) by q_k = Q_t(F_gen(g_k)) makes the generated marginal of ``t``
+        per group equal to the training sample's (t = Q_t(F_gen(u))), at no inference cost: same
+        grid, same graph.  Returns the largest |F_gen(g_k) - Phi(g_k)| (diagnostic)."""
+        from scipy.special import ndtr
+
+        t = np.asarray(t, dtype=np.float64)
+        groups = np.asarray(groups, np.int64)
+        groups_gen = np.asarray(groups_gen, np.int64)
+        worst = 0.0
+        for k in range(self.q.shape[0]):
+            tk, uk = t[groups == k], np.sort(np.asarray(u_gen, dtype=np.float64)[groups_gen == k], axis=0)
+            if len(tk) == 0 or len(uk) == 0:
+                continue
+            levels = np.empty((t.shape[1], len(self.g)))
+            for c in range(t.shape[1]):
+                # mid-rank empirical CDF of the generated u at the grid levels
+                lo = np.searchsorted(uk[:, c], self.g, side="left")
+                hi = np.searchsorted(uk[:, c], self.g, side="right")
+                levels[c] = (0.5 * (lo + hi) + 0.5) / (len(uk) + 1.0)
+                worst = max(worst, float(np.max(np.abs(levels[c] - ndtr(self.g)))))
+            q = np.stack([np.quantile(tk[:, c], levels[c]) for c in range(t.shape[1])])
+            span = np.maximum(q[:, -1] - q[:, 0], 1e-30)
+            for j in range(1, q.shape[1]):
+                q[:, j] = np.maximum(q[:, j], q[:, j - 1] + span * 1e-7)
+            self.q[k] = q
+        return worst
+
+    def graph_table(self):
+        """[G * D * K, 2] float32 rows (q_k, q_{k+1} - q_k): one Gather per output value."""
+        nxt = np.minimum(np.arange(self.q.shape[2]) + 1, self.q.shape[2] - 1)
+        tab = np.stack([self.q, self.q[:, :, nxt] - self.q], axis=-1)
+        return tab.reshape(-1, 2).astype(np.float32)
+
+
 def track_type_group(x):
     """Group index of the per-track-type tables from the flags is_upstream (col 10) and
     is_downstream (col 11) of the tracking model inputs: 0 long, 1 upstream, 2 downstream."""
@@ -122,46 +169,86 @@ def track_type_group(x):
     return (x[:, 10] > 0.5).astype(np.int64) + 2 * (x[:, 11] > 0.5).astype(np.int64)
 
 
-class MomentumScale:
-    """Per-track-type, momentum-dependent robust scale of the targets (1.4826 MAD in bins of
-    log10 p, log-linearly interpolated): the flow models t / s(log10 p, type), whose conditional
-    shapes are much closer to one another than those of t (resolutions scale ~ 1/p).  Columns not
-    in ``columns`` get s = 1.  The graph multiplies back (same interpolation, Gather on a table)."""
+def table_group(x, p_edges=(), log10p_column: int = 5):
+    """Group index of the quantile tables: track type x momentum bin (``p_edges``: inner edges in
+    log10(p/MeV); none = per track type only), ``type * (len(p_edges) + 1) + bin`` -- the graph's
+    arithmetic (comparisons summed), so rows exactly on an edge agree."""
+    x = np.asarray(x)
+    lp = x[:, log10p_column].astype(np.float32)
+    pbin = sum((lp >= np.float32(e)).astype(np.int64) for e in p_edges) if p_edges else 0
+    return track_type_group(x) * (len(p_edges) + 1) + pbin
 
-    def __init__(self, columns, lo=2.0, hi=5.8, n_knots=20, min_count=200):
+
+def _knot_position(log10_p, lo, hi, n_knots):
+    """(i0, frac) of the piecewise-linear interpolation on a uniform knot grid, clamped to the grid:
+    the *same* arithmetic as the graph (bin index by floor, so the lookup is a Gather)."""
+    inv = (n_knots - 1) / (hi - lo)
+    pos = np.clip((np.asarray(log10_p, dtype=np.float64) - lo) * inv, 0.0, n_knots - 1 - 1e-3)
+    i0 = np.floor(pos).astype(np.int64)
+    return i0, pos - i0
+
+
+class MomentumScale:
+    """Per-track-type, momentum-dependent robust location and scale of the targets: median and
+    1.4826 MAD in knots of log10 p, linearly interpolated.  The flow models
+    ``(t - loc(log10 p, type)) / scale(log10 p, type)``, whose conditional shapes are much closer to
+    one another than those of ``t`` (resolutions scale ~ 1/p; the covariance's q/p correlations
+    change their width 40-fold with p).  Columns not in ``columns`` get loc 0, scale 1; ``center``
+    False keeps loc 0 everywhere.  The graph undoes it with one Gather of a [type x knot, 4 D] table
+    (loc, d loc, scale, d scale) per row."""
+
+    def __init__(self, columns, lo=2.0, hi=5.8, n_knots=20, min_count=200, center=True):
         self.columns = list(columns)
-        self.lo, self.hi, self.n_knots, self.min_count = lo, hi, n_knots, min_count
+        self.lo, self.hi, self.n_knots, self.min_count, self.center = lo, hi, n_knots, min_count, center
         self.knots = np.linspace(lo, hi, n_knots)
 
     def fit(self, t, log10_p, groups, n_groups=3):
         t = np.asarray(t, dtype=np.float64)
         d = t.shape[1]
-        table = np.zeros((n_groups, d, self.n_knots))
+        loc = np.zeros((n_groups, d, self.n_knots))
+        scale = np.ones((n_groups, d, self.n_knots))
         half = 0.5 * (self.knots[1] - self.knots[0])
         for g in range(n_groups):
             mg = groups == g
             for c in self.columns:
-                vals = np.full(self.n_knots, np.nan)
+                m_k, s_k = np.full(self.n_knots, np.nan), np.full(self.n_knots, np.nan)
                 for k, centre in enumerate(self.knots):
                     m = mg & (np.abs(log10_p - centre) <= half * 1.5)
                     if m.sum() >= self.min_count:
                         v = t[m, c]
-                        vals[k] = np.log(max(1.4826 * np.median(np.abs(v - np.median(v))), 1e-30))
-                ok = np.isfinite(vals)
+                        med = np.median(v)
+                        m_k[k] = med if self.center else 0.0
+                        s_k[k] = max(1.4826 * np.median(np.abs(v - med)), 1e-30)
+                ok = np.isfinite(s_k)
                 if not ok.any():
                     continue
-                table[g, c] = np.interp(self.knots, self.knots[ok], vals[ok])  # nearest valid at the edges
-        self.log_s = table
+                # nearest valid knot at the edges; scales interpolated in log (positive)
+                loc[g, c] = np.interp(self.knots, self.knots[ok], m_k[ok])
+                scale[g, c] = np.exp(np.interp(self.knots, self.knots[ok], np.log(s_k[ok])))
+        self.loc, self.scale_knots = loc, scale
         return self
 
-    def scale(self, log10_p, groups):
-        log10_p = np.asarray(log10_p, dtype=np.float64)
-        out = np.ones((len(log10_p), self.log_s.shape[1]))
-        for g in range(self.log_s.shape[0]):
-            m = groups == g
-            for c in range(self.log_s.shape[1]):
-                out[m, c] = np.exp(np.interp(log10_p[m], self.knots, self.log_s[g, c]))
-        return out
+    def loc_scale(self, log10_p, groups):
+        """(loc, scale) [N, D] as the graph computes them."""
+        i0, frac = _knot_position(log10_p, self.lo, self.hi, self.n_knots)
+        groups = np.asarray(groups, dtype=np.int64)
+        f = frac[:, None]
+        loc = self.loc[groups, :, i0] + f * (self.loc[groups, :, i0 + 1] - self.loc[groups, :, i0])
+        sc = self.scale_knots[groups, :, i0] + f * (self.scale_knots[groups, :, i0 + 1] - self.scale_knots[groups, :, i0])
+        return loc, sc
+
+    def transform(self, t, log10_p, groups):
+        loc, sc = self.loc_scale(log10_p, groups)
+        return (np.asarray(t, dtype=np.float64) - loc) / sc
+
+    def graph_table(self):
+        """[G * K, 4 D] float32: per (group, knot) row: loc_k, loc_{k+1} - loc_k, s_k, s_{k+1} - s_k."""
+        G_, D, K = self.loc.shape
+        nxt = np.minimum(np.arange(K) + 1, K - 1)
+        parts = [self.loc, self.loc[:, :, nxt] - self.loc, self.scale_knots,
+                 self.scale_knots[:, :, nxt] - self.scale_knots]
+        tab = np.concatenate([p.transpose(0, 2, 1) for p in parts], axis=2)  # [G, K, 4D]
+        return tab.reshape(G_ * K, 4 * D).astype(np.float32)
 
 
 class ConditionScaler:
@@ -185,33 +272,46 @@ class ConditionScaler:
 # the flow (torch)
 # ----------------------------------------------------------------------------------------------
 def build_flow(n_cond: int, dim: int, scaler: ConditionScaler, gauss: Gaussianizer,
-               n_layers: int = 8, hidden: int = 64, embed: int = 32, postprocess=None, seed: int = 0,
-               mscale: "MomentumScale | None" = None, log10p_column: int = 5):
+               n_layers: int = 6, hidden: int = 48, embed: int = 16, postprocess=None, seed: int = 0,
+               mscale: "MomentumScale | None" = None, log10p_column: int = 5, depth: int = 1,
+               activation: str = "silu", embed_hidden: int | None = None, p_edges=()):
     """The conditional flow as a torch module with ``log_prob(u, x)`` (training) and
-    ``forward(x, noise)`` (sampling: the exported graph)."""
+    ``forward(x, noise)`` (sampling: the exported graph).
+
+    Layout chosen for inference cost (every op of the graph is run on ~10^4-row batches):
+
+    * the conditions are embedded once (MLP ``n_cond -> embed_hidden -> embed``), which feeds the
+      base affine (s, t) and the condition term ``c_l = E_l e`` of every coupling (the C input of
+      the coupling's first Gemm: no Concat/Split of wide tensors);
+    * each coupling: ``h = act(A a + c_l)`` (``depth`` hidden layers of width ``hidden``), then the
+      (log-scale, shift) of the other half; a learned invertible linear mixing (Glow-style
+      P L U, frozen to one small MatMul at export) follows;
+    * inverse quantile table and momentum loc/scale tables are read with one Gather each (paired
+      rows: value and slope)."""
     import torch
     from torch import nn
 
     torch.manual_seed(seed)
-    act = nn.SiLU
-
+    act = {"silu": nn.SiLU, "relu": nn.ReLU, "tanh": nn.Tanh}[activation]
+    embed_hidden = embed_hidden or hidden
     half = dim // 2
 
     class Coupling(nn.Module):
-        """Affine coupling on contiguous halves; ``flip`` chooses which half is transformed.
-        Preceded (in the sampling direction, followed) by a learned invertible linear mixing
-        W = P L U (Glow-style, P a fixed random permutation), a tiny Gemm in the graph."""
-
         def __init__(self, flip, perm):
             super().__init__()
             self.flip = flip
             na, nb = (dim - half, half) if not flip else (half, dim - half)
             self.na, self.nb = na, nb
-            self.lin_a = nn.Linear(na, hidden)
-            self.lin_e = nn.Linear(embed, hidden, bias=False)
-            self.out = nn.Sequential(act(), nn.Linear(hidden, hidden), act(), nn.Linear(hidden, 2 * nb))
-            nn.init.zeros_(self.out[-1].weight)
-            nn.init.zeros_(self.out[-1].bias)
+            self.lin_a = nn.Linear(na, hidden, bias=False)
+            self.lin_e = nn.Linear(embed, hidden)  # condition term (Gemm C input of lin_a at export)
+            mid = []
+            for _ in range(depth - 1):
+                mid += [nn.Linear(hidden, hidden), act()]
+            self.mid = nn.Sequential(*mid)
+            self.act = act()
+            self.out = nn.Linear(hidden, 2 * nb)
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
             P = np.eye(dim, dtype=np.float32)[perm]
             self.register_buffer("P", torch.as_tensor(P))
             self.L = nn.Parameter(torch.zeros(dim, dim))
@@ -226,7 +326,7 @@ def build_flow(n_cond: int, dim: int, scaler: ConditionScaler, gauss: Gaussianiz
             return self.P @ L @ U
 
         def st(self, a, e):
-            h = self.out(self.lin_a(a) + self.lin_e(e))
+            h = self.out(self.mid(self.act(torch.addmm(self.lin_e(e), a, self.lin_a.weight.T))))
             s, t = h[:, : self.nb], h[:, self.nb:]
             return 3.0 * torch.tanh(s / 3.0), t
 
@@ -241,18 +341,18 @@ def build_flow(n_cond: int, dim: int, scaler: ConditionScaler, gauss: Gaussianiz
         def freeze(self):  # constant mixing matrix for export
             self.register_buffer("W_T", self.W().detach().T.contiguous())
 
-        def sample(self, z, e):  # noise side -> data side
+        def sample(self, z, c):  # noise side -> data side
             a, b = self.split(z)
-            s, t = self.st(a, e)
+            s, t = self.st(a, c)
             z = self.join(a, b * torch.exp(s) + t)
             W_T = self.W_T if hasattr(self, "W_T") else self.W().T
             return z @ W_T
 
-        def inverse(self, u, e):  # data side -> noise side, with log|det d(noise)/d(data)|
+        def inverse(self, u, c):  # data side -> noise side, with log|det d(noise)/d(data)|
             W = self.W()
             z = torch.linalg.solve(W, u.T).T
             a, b = self.split(z)
-            s, t = self.st(a, e)
+            s, t = self.st(a, c)
             z = self.join(a, (b - t) * torch.exp(-s))
             return z, -s.sum(dim=1) - self.log_d.sum()
 
@@ -266,13 +366,13 @@ def build_flow(n_cond: int, dim: int, scaler: ConditionScaler, gauss: Gaussianiz
             self.register_buffer("c_loc", f32(scaler.loc))
             self.register_buffer("c_scale", f32(scaler.scale))
             self.register_buffer("c_squash", f32(scaler.squash.astype(np.float32)))
-            self.embed = nn.Sequential(nn.Linear(n_cond, hidden), act(), nn.Linear(hidden, embed), act())
+            self.embed = nn.Sequential(nn.Linear(n_cond, embed_hidden), act(), nn.Linear(embed_hidden, embed), act())
             self.base = nn.Linear(embed, 2 * dim)
-            nn.init.zeros_(self.base.weight)
+            nn.init.zeros_(self.base.weight)  # base affine starts at the identity
             nn.init.zeros_(self.base.bias)
             self.layers = nn.ModuleList([Coupling(flip, perm) for flip, perm in specs])
-            # inverse Gaussianisation
-            self.register_buffer("q_flat", f32(gauss.q.reshape(-1)))
+            # inverse Gaussianisation: rows (q_k, q_{k+1} - q_k)
+            self.register_buffer("q_pair", f32(gauss.graph_table()))
             self.n_groups = gauss.q.shape[0]
             self.K = gauss.q.shape[2]
             self.DK = dim * self.K
@@ -280,82 +380,117 @@ def build_flow(n_cond: int, dim: int, scaler: ConditionScaler, gauss: Gaussianiz
             self.inv_dg = float((self.K - 1) / (gauss.g[-1] - gauss.g[0]))
             self.register_buffer("col_off", torch.arange(dim, dtype=torch.long) * self.K)
             self.dim = dim
+            self.p_edges = tuple(float(e) for e in p_edges)
+            self.log10p_column = log10p_column
+            assert self.n_groups == 3 * (len(self.p_edges) + 1), "quantile tables: one per track type x p bin"
             self.postprocess = postprocess
             self.has_mscale = mscale is not None
             if self.has_mscale:
-                self.register_buffer("ls_flat", f32(mscale.log_s.reshape(-1)))
+                self.register_buffer("ls_table", f32(mscale.graph_table()))
                 self.ms_nk = mscale.n_knots
                 self.ms_lo = float(mscale.lo)
                 self.ms_inv_dl = float((mscale.n_knots - 1) / (mscale.hi - mscale.lo))
-                self.register_buffer("ms_col_off", torch.arange(dim, dtype=torch.long) * mscale.n_knots)
                 self.log10p_column = log10p_column
+
+        def set_gauss(self, gauss_):
+            self.q_pair.copy_(torch.as_tensor(gauss_.graph_table()))
 
         def cond(self, x):
             c = (x - self.c_loc) / self.c_scale
             a = torch.abs(c)  # asinh, written with ONNX-exportable ops
             ash = torch.sign(c) * torch.log(a + torch.sqrt(a * a + 1.0))
             c = self.c_squash * ash + (1.0 - self.c_squash) * c
-            return self.embed(c)
-
-        def base_st(self, e):
+            e = self.embed(c)
             h = self.base(e)
-            return 3.0 * torch.tanh(h[:, : self.dim] / 3.0), h[:, self.dim:]
+            return 3.0 * torch.tanh(h[:, : self.dim] / 3.0), h[:, self.dim:], e
 
         def log_prob(self, u, x):
-            e = self.cond(x)
+            s, t, e = self.cond(x)
             z = u
             logdet = torch.zeros(u.shape[0], dtype=u.dtype)
             for layer in reversed(self.layers):
                 z, ld = layer.inverse(z, e)
                 logdet = logdet + ld
-            s, t = self.base_st(e)
             z = (z - t) * torch.exp(-s)
             logdet = logdet - s.sum(dim=1)
             return -0.5 * (z * z).sum(dim=1) - 0.5 * self.dim * math.log(2 * math.pi) + logdet
 
         def sample_u(self, x, noise):
-            e = self.cond(x)
-            s, t = self.base_st(e)
+            s, t, e = self.cond(x)
             z = noise * torch.exp(s) + t
             for layer in self.layers:
                 z = layer.sample(z, e)
             return z
 
-        def ungauss(self, u, x):
+        def group(self, x):
+            return (x[:, 10:11] > 0.5).to(torch.long) + 2 * (x[:, 11:12] > 0.5).to(torch.long)
+
+        def table_group(self, x, tgrp):
+            if not self.p_edges:
+                return tgrp
+            lp = x[:, self.log10p_column:self.log10p_column + 1]
+            pbin = (lp >= self.p_edges[0]).to(torch.long)
+            for edge in self.p_edges[1:]:
+                pbin = pbin + (lp >= edge).to(torch.long)
+            return tgrp * (len(self.p_edges) + 1) + pbin
+
+        def ungauss(self, u, grp):
             pos = (u - self.g0) * self.inv_dg
             pos = torch.clamp(pos, 0.0, float(self.K - 1) - 1e-3)
             i0 = torch.floor(pos)
             frac = pos - i0
             idx = i0.to(torch.long) + self.col_off
             if self.n_groups > 1:  # per-track-type tables (flags is_upstream, is_downstream)
-                grp = (x[:, 10:11] > 0.5).to(torch.long) + 2 * (x[:, 11:12] > 0.5).to(torch.long)
                 idx = idx + grp * self.DK
-            lo = self.q_flat[idx]
-            hi = self.q_flat[idx + 1]
-            return lo + frac * (hi - lo)
+            tab = self.q_pair[idx]  # [N, D, 2]
+            return tab[:, :, 0] + frac * tab[:, :, 1]
 
-        def group(self, x):
-            return (x[:, 10:11] > 0.5).to(torch.long) + 2 * (x[:, 11:12] > 0.5).to(torch.long)
-
-        def mscale(self, x):
+        def loc_scale(self, x, grp):
             lp = x[:, self.log10p_column:self.log10p_column + 1]
             pos = torch.clamp((lp - self.ms_lo) * self.ms_inv_dl, 0.0, float(self.ms_nk - 1) - 1e-3)
             i0 = torch.floor(pos)
             frac = pos - i0
-            idx = i0.to(torch.long) + self.ms_col_off + self.group(x) * (self.dim * self.ms_nk)
-            lo = self.ls_flat[idx]
-            hi = self.ls_flat[idx + 1]
-            return torch.exp(lo + frac * (hi - lo))
+            row = (i0.to(torch.long) + grp * self.ms_nk)[:, 0]
+            loc0, dloc, s0, ds = torch.split(self.ls_table[row], self.dim, dim=1)
+            return loc0 + frac * dloc, s0 + frac * ds
 
         def forward(self, x, noise):
-            t = self.ungauss(self.sample_u(x, noise), x)
+            tgrp = self.group(x)
+            t = self.ungauss(self.sample_u(x, noise), self.table_group(x, tgrp))
             if self.has_mscale:
-                t = t * self.mscale(x)
+                loc, sc = self.loc_scale(x, tgrp)
+                t = t * sc + loc
             if self.postprocess is not None:
                 t = self.postprocess(x, t)
             return t
 
     return Flow()
+
+
+def sample_u_numpy(flow, x, noise, chunk=65536):
+    """The flow's Gaussianised sample u (before the inverse quantile tables), float64 numpy."""
+    import torch
+
+    out = []
+    flow.eval()
+    with torch.no_grad():
+        for i in range(0, len(x), chunk):
+            out.append(flow.sample_u(torch.as_tensor(np.asarray(x[i:i + chunk], np.float32)),
+                                     torch.as_tensor(np.asarray(noise[i:i + chunk], np.float32))).double().numpy())
+    return np.concatenate(out)
+
+
+def calibrate_flow(flow, gauss: Gaussianizer, x, t_norm, groups, n_draws: int = 2, seed: int = 77) -> float:
+    """Marginal recalibration of a trained flow (see :meth:`Gaussianizer.calibrate`) on the training
+    rows ``x`` / normalised targets ``t_norm``: ``n_draws`` noise draws per row.  Updates ``gauss``
+    and the flow's table in place; returns the largest |F_gen - Phi| before calibration."""
+    rng = np.random.default_rng(seed)
+    xs = np.concatenate([x] * n_draws)
+    noise = rng.standard_normal((len(xs), flow.dim)).astype(np.float32)
+    u = sample_u_numpy(flow, xs, noise)
+    worst = gauss.calibrate(t_norm, groups, u, np.concatenate([groups] * n_draws))
+    flow.set_gauss(gauss)
+    return worst
 
 
 def train_flow(flow, x_train, u_train, x_val, u_val, *, max_seconds=600.0, max_epochs=1000,
