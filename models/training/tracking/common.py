@@ -285,3 +285,24 @@ def log10p_eta_bins(features: np.ndarray) -> dict:
 
 
 SPECIES_EDGES = np.array([-0.5, 0.5, 1.5, 2.5])
+
+
+def classifier_arg_parser(description: str):
+    """Command-line options shared by the acceptance and efficiency training scripts."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--input", default=DEFAULT_INPUT)
+    ap.add_argument("--output-dir", default=str(MODELS_DIR))
+    ap.add_argument("--max-rows", type=int, default=None, help="read only the first N rows")
+    ap.add_argument("--epochs", type=int, default=25)
+    ap.add_argument("--hidden", default="64,64,64")
+    ap.add_argument("--batch", type=int, default=2048)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--species-weights", default="4,10,1",
+                    help="training weights of e, mu, hadrons (rare species up-weighted for per-species calibration)")
+    ap.add_argument("--validate-only", action="store_true",
+                    help="do not train: recompute the validation section of the existing model's card")
+    ap.add_argument("--time-limit", type=float, default=480.0, help="training wall-time limit [s]")
+    return ap

@@ -9,7 +9,6 @@ validation figures written into the card are computed on them with the exported 
 """
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
@@ -62,21 +61,7 @@ def validate(prob, data, features) -> dict:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--input", default=C.DEFAULT_INPUT)
-    ap.add_argument("--output-dir", default=str(C.MODELS_DIR))
-    ap.add_argument("--max-rows", type=int, default=None, help="read only the first N rows")
-    ap.add_argument("--epochs", type=int, default=25)
-    ap.add_argument("--hidden", default="64,64,64")
-    ap.add_argument("--batch", type=int, default=2048)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--species-weights", default="4,10,1",
-                    help="training weights of e, mu, hadrons (rare species up-weighted for per-species calibration)")
-    ap.add_argument("--validate-only", action="store_true",
-                    help="do not train: recompute the validation section of the existing model's card")
-    ap.add_argument("--time-limit", type=float, default=480.0, help="training wall-time limit [s]")
-    args = ap.parse_args(argv)
+    args = C.classifier_arg_parser(__doc__.split("\n")[0]).parse_args(argv)
 
     import torch
 
