@@ -187,6 +187,23 @@ def boost_from_rest(qx, qy, qz, qe, px, py, pz, pe, m):
 
 
 @nb.njit(cache=True)
+def draw_daughter_masses(f, n, m0, width, mlo, mhi, key, event, index, draw, dm):
+    """One draw of the masses of daughters f..f+n-1 into dm[:n] (truncated Breit-Wigner for broad
+    ones, the nominal mass otherwise).  Returns (sum of the masses, next draw index)."""
+    s = 0.0
+    for j in range(n):
+        d = f + j
+        if width[d] > 0.0 and mhi[d] > mlo[d]:
+            u = counter_uniform(key, event, index, draw)
+            draw += 1
+            dm[j] = sample_breit_wigner(u, m0[d], width[d], mlo[d], mhi[d])
+        else:
+            dm[j] = mlo[d] if width[d] > 0.0 else m0[d]
+        s += dm[j]
+    return s, draw
+
+
+@nb.njit(cache=True)
 def _decay_node(i, first, ndau, m0, width, mlo, mhi, mass, px, py, pz, pe, key, event, index,
                 dm, out, work):
     """Draw the daughters' masses of node i and decay it in phase space; fills rows of the
@@ -196,16 +213,7 @@ def _decay_node(i, first, ndau, m0, width, mlo, mhi, mass, px, py, pz, pe, key, 
     draw = 2
     M = mass[i]
     while True:  # daughters' masses (Breit-Wigner), redrawn together if they do not fit
-        s = 0.0
-        for j in range(n):
-            d = f + j
-            if width[d] > 0.0 and mhi[d] > mlo[d]:
-                u = counter_uniform(key, event, index, draw)
-                draw += 1
-                dm[j] = sample_breit_wigner(u, m0[d], width[d], mlo[d], mhi[d])
-            else:
-                dm[j] = mlo[d] if width[d] > 0.0 else m0[d]
-            s += dm[j]
+        s, draw = draw_daughter_masses(f, n, m0, width, mlo, mhi, key, event, index, draw, dm)
         if s < M:
             break
     draw = decay_at_rest(M, dm, n, out, work, key, event, index, draw)

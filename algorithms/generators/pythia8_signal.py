@@ -201,16 +201,7 @@ def decay_candidates(key, event, trial, cand_index, p4, mhead, first, ndau, m0, 
             draw = 2
             tries = 0
             while True:
-                s = 0.0
-                for j in range(n):
-                    d = f + j
-                    if width[d] > 0.0 and mhi[d] > mlo[d]:
-                        u = counter_uniform(key, event, idx, draw)
-                        draw += 1
-                        dm[j] = ps.sample_breit_wigner(u, m0[d], width[d], mlo[d], mhi[d])
-                    else:
-                        dm[j] = mlo[d] if width[d] > 0.0 else m0[d]
-                    s += dm[j]
+                s, draw = ps.draw_daughter_masses(f, n, m0, width, mlo, mhi, key, event, idx, draw, dm)
                 if s < M:
                     break
                 tries += 1
