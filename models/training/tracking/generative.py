@@ -719,3 +719,26 @@ def write_card(path, card: dict):
     _Dumper.add_representer(np.float64, _float)
     with open(path, "w") as f:
         yaml.dump(card, f, Dumper=_Dumper, sort_keys=False, width=110, default_flow_style=None)
+
+
+def training_block(args, rows_train: int, rows_validation: int, fit: dict, t_start: float, script: str) -> dict:
+    """The ``training`` section of a generative tracking model card (both flows share it)."""
+    import platform
+    import time
+    from pathlib import Path
+
+    return {
+        "sample": f"{Path(args.input).name}:Resolution",
+        "provenance": "samples of LHCb's public 2016 MagUp Lamarr tracking parametrisation "
+                      "(lhcb.trk.2016MU.20230128, GPL-3, (c) CERN for the LHCb collaboration) evaluated on "
+                      "Pythia8 inputs",
+        "license": "GPL-3.0-or-later",
+        "rows_train": int(rows_train),
+        "rows_validation": int(rows_validation),
+        "settings": {"max_seconds": args.max_seconds, "batch_size": args.batch_size, "lr": args.lr,
+                     "optimizer": "AdamW, cosine schedule, best validation NLL kept", "seed": args.seed,
+                     "threads": args.threads, **fit},
+        "wall_seconds_total": round(time.time() - t_start, 1),
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "command": f"python -m models.training.tracking.{script} --input FILE.root",
+    }

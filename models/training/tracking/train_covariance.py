@@ -22,7 +22,6 @@ correlation matrix (eigenvalue clipping) before being converted to CPCs for trai
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -349,21 +348,8 @@ def main(argv=None):
             "layers": args.layers, "hidden": args.hidden, "embed": args.embed, "depth": args.depth,
             "activation": args.activation, "calibrated": not args.no_calibration,
         },
-        "training": old_card["training"] if fit is None else {
-            "sample": f"{Path(args.input).name}:Resolution",
-            "provenance": "samples of LHCb's public 2016 MagUp Lamarr tracking parametrisation "
-                          "(lhcb.trk.2016MU.20230128, GPL-3, (c) CERN for the LHCb collaboration) evaluated on "
-                          "Pythia8 inputs",
-            "license": "GPL-3.0-or-later",
-            "rows_train": int(len(tr)),
-            "rows_validation": int(len(va)),
-            "settings": {"max_seconds": args.max_seconds, "batch_size": args.batch_size, "lr": args.lr,
-                         "optimizer": "AdamW, cosine schedule, best validation NLL kept", "seed": args.seed,
-                         "threads": args.threads, **fit},
-            "wall_seconds_total": round(time.time() - t_start, 1),
-            "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-            "command": "python -m models.training.tracking.train_covariance --input FILE.root",
-        },
+        "training": old_card["training"] if fit is None else
+        G.training_block(args, len(tr), len(va), fit, t_start, "train_covariance"),
         "validation": validation,
         "limitations": R.LIMITATIONS_COMMON + [
             f"the reference has non-positive-definite correlation matrices ({n_proj / len(x):.1%} of rows, "
