@@ -85,12 +85,14 @@ def run_parallel(app, option_files, overrides, extra_plugins=()) -> dict:
                "timing": {}, "counters": counters_d, "shards": [{"first": f, "n": n} for f, n in shards]}
     for r in results:
         for name, t in r["summary"]["timing"].items():
-            agg = summary["timing"].setdefault(name, {"total_s": 0.0})
+            agg = summary["timing"].setdefault(name, {"total_s": 0.0, "cpu_s": 0.0})
             agg["total_s"] += t["total_s"]
+            agg["cpu_s"] += t.get("cpu_s", 0.0)
     total = sum(t["total_s"] for t in summary["timing"].values()) or 1e-12
     for t in summary["timing"].values():
         t["us_per_event"] = 1e6 * t["total_s"] / max(n_total, 1)
         t["share"] = t["total_s"] / total
+        t["cpu_us_per_event"] = 1e6 * t["cpu_s"] / max(n_total, 1)
     if app.Output:
         merge_outputs([r["output"] for r in results], app.Output, app.Compression, app, summary)
         for r in results:

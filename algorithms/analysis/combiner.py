@@ -271,8 +271,11 @@ def combine_node(pid: int, slots: list, slot_tops: list, pvs: Collection, comb_c
     n_nodes = 1 + sum(s["nodes_pid"].shape[1] for s in slots)
     if not parts:
         return empty_particles(n_ev, n_nodes, pvs.event_numbers)
-    ev = np.concatenate([p[0] for p in parts])
-    cols = {key: np.concatenate([p[1][key] for p in parts]) for key in parts[0][1]}
+    if len(parts) == 1:
+        ev, cols = parts[0]
+    else:
+        ev = np.concatenate([p[0] for p in parts])
+        cols = {key: np.concatenate([p[1][key] for p in parts]) for key in parts[0][1]}
     stats["candidates"] = stats.get("candidates", 0) + len(ev)
     return Collection.from_event_index(cols, ev, n_ev, pvs.event_numbers)
 
@@ -443,6 +446,13 @@ class CombineParticles(Algorithm):
         sig = _signature(node) + (head,)
         if sig in cache:
             return cache[sig]
+        if node.daughters and not head:
+            # the same composite with its daughters in another order (a self-conjugate resonance
+            # of the charge-conjugate alternative, J/psi -> mu- mu+): reorder the nodes, don't refit
+            reused = self._reorder_cached(node, cache)
+            if reused is not None:
+                cache[sig] = reused
+                return reused
         if not node.daughters:
             colls = []
             for key, _top, species, _path in self._leaf_providers(node):
@@ -461,7 +471,32 @@ class CombineParticles(Algorithm):
             if cut is not None and not cut.is_trivial and len(out):
                 out = out.select(cut(ParticleView(out.columns)))
         cache[sig] = out
+        if node.daughters and not head:
+            cache[("unordered", node.pid, _unordered(node))] = (node, out)
         return out
+
+    def _reorder_cached(self, node, cache):
+        hit = cache.get(("unordered", node.pid, _unordered(node)))
+        if hit is None:
+            return None
+        built, coll = hit
+        sigs = [_signature(d) for d in built.daughters]
+        sizes = [self._topology(d).n_nodes for d in built.daughters]
+        starts = np.concatenate([[1], 1 + np.cumsum(sizes)[:-1]]).astype(int)
+        used = [False] * len(sigs)
+        idx = [0]
+        for d in node.daughters:
+            s = _signature(d)
+            j = next((j for j in range(len(sigs)) if not used[j] and sigs[j] == s), None)
+            if j is None:  # a daughter's own sub-tree is ordered differently: build it
+                return None
+            used[j] = True
+            idx.extend(range(starts[j], starts[j] + sizes[j]))
+        if idx == list(range(len(idx))):
+            return coll
+        idx = np.asarray(idx)
+        cols = {k: (v[:, idx] if k.startswith("nodes_") else v) for k, v in coll.columns.items()}
+        return Collection(cols, coll.offsets, coll.event_numbers)
 
 
 def _walk(node):
@@ -469,6 +504,11 @@ def _walk(node):
     for d in node.daughters:
         out.extend(_walk(d))
     return out
+
+
+def _unordered(node):
+    """Signature of a node up to the order of the daughters (at every level)."""
+    return tuple(sorted(repr((d.pid, _unordered(d))) for d in node.daughters))
 
 
 def _signature(node):

@@ -274,45 +274,87 @@ def make_track_particles(tracks: Collection, pvs: Collection, species_pid: int, 
     sel = np.isin(np.asarray(tracks["type"]), np.asarray(track_types)) & (ch != 0)
     if protos is not None and len(protos) != len(tracks):
         raise ValueError(f"ProtoParticles has {len(protos)} rows, Tracks has {len(tracks)}: they must match")
-    idx = np.flatnonzero(sel)
-    n = idx.size
-    ev = tracks.event_index[idx]
-    cols = default_columns(n)
-    charge = ch[idx]
-    same = np.sign(charge) == np.sign(q_sp)
     from ._descriptors import default_table
 
     anti = default_table().antiparticle(int(species_pid))
-    cols["pid"] = np.where(same, species_pid, anti).astype(np.int32)
-    cols["charge"] = charge.astype(np.int8)
-    mass = pdg_mass(abs(int(species_pid)))
-    state = np.stack([np.asarray(tracks[k], dtype=np.float64)[idx] for k in ("x", "y", "tx", "ty", "qop")], 1)
-    cols["state"] = state
-    cols["z"] = np.asarray(tracks["z"], dtype=np.float64)[idx]
-    cols["cov"] = np.asarray(tracks["cov"], dtype=np.float64)[idx]
-    cols["p4"] = track_p4(state, mass, np.abs(charge))
-    cols["m"] = np.full(n, mass)
-    cols["track"] = tracks.local_index[idx].astype(np.int32)
-    if "mc_index" in tracks:
-        cols["mc"] = np.asarray(tracks["mc_index"], dtype=np.int32)[idx]
-    cols["trtype"] = np.asarray(tracks["type"], dtype=np.int8)[idx]
-    if "chi2PerDoF" in tracks:
-        cols["trchi2dof"] = np.asarray(tracks["chi2PerDoF"], dtype=np.float32)[idx]
-    if "ghostProb" in tracks:
-        cols["ghostprob"] = np.asarray(tracks["ghostProb"], dtype=np.float32)[idx]
-    if protos is not None:
-        for k in PID_FIELDS:
-            if k in protos:
-                cols[k] = np.asarray(protos[k])[idx].astype(NODE_FIELDS[k][0])
-    geo = line_pv_geometry(ev, state, cols["z"], cols["cov"], pvs)
-    cols.update(geo)
+    idx = np.flatnonzero(sel)
     if cut is not None and not cut.is_trivial:
-        keep = cut(ParticleView(cols))
-        idx, ev = idx[keep], ev[keep]
-        cols = {k: v[keep] for k, v in cols.items()}
+        # the cut sees lazily built columns: only what it uses is computed for every track
+        keep = cut(ParticleView(_TrackParticleColumns(tracks, pvs, species_pid, anti, idx, ch, protos)))
+        idx = idx[keep]
+    cols = _TrackParticleColumns(tracks, pvs, species_pid, anti, idx, ch, protos).materialize()
     cols.update(node_columns(cols))
-    counts = np.bincount(ev, minlength=tracks.n_events)
+    counts = np.bincount(tracks.event_index[idx], minlength=tracks.n_events)
     return Collection.from_counts(cols, counts, tracks.event_numbers)
+
+
+_GEOMETRY_KEYS = ("best_pv", "ip", "ipchi2", "mip", "mipchi2", "ownpv", "ownpv_cov")
+
+
+class _TrackParticleColumns(dict):
+    """Particle columns of the tracks ``idx`` (mass hypothesis ``species_pid``, its antiparticle
+    ``anti`` for the opposite charge), built on first access; :meth:`materialize` fills all."""
+
+    def __init__(self, tracks, pvs, species_pid, anti, idx, charges, protos):
+        super().__init__()
+        self.tracks, self.pvs, self.protos, self.idx = tracks, pvs, protos, idx
+        self.species_pid, self.anti = species_pid, anti
+        self.charge = charges[idx]
+        self.mass = pdg_mass(abs(int(species_pid)))
+        self.n = idx.size
+
+    def _take(self, key, dtype):
+        return np.asarray(self.tracks[key], dtype=dtype)[self.idx]
+
+    def _build(self, key):
+        t, idx, n = self.tracks, self.idx, self.n
+        if key == "pid":
+            same = np.sign(self.charge) == np.sign(pdg_charge(self.species_pid))
+            return np.where(same, self.species_pid, self.anti).astype(np.int32)
+        if key == "charge":
+            return self.charge.astype(np.int8)
+        if key == "state":
+            return np.stack([self._take(k, np.float64) for k in ("x", "y", "tx", "ty", "qop")], 1)
+        if key == "z":
+            return self._take("z", np.float64)
+        if key == "cov":
+            return self._take("cov", np.float64)
+        if key == "p4":
+            return track_p4(self["state"], self.mass, np.abs(self.charge))
+        if key == "m":
+            return np.full(n, self.mass)
+        if key == "track":
+            return t.local_index[idx].astype(np.int32)
+        if key == "mc" and "mc_index" in t:
+            return self._take("mc_index", np.int32)
+        if key == "trtype":
+            return self._take("type", np.int8)
+        if key == "trchi2dof" and "chi2PerDoF" in t:
+            return self._take("chi2PerDoF", np.float32)
+        if key == "ghostprob" and "ghostProb" in t:
+            return self._take("ghostProb", np.float32)
+        if key in PID_FIELDS and self.protos is not None and key in self.protos:
+            return np.asarray(self.protos[key])[idx].astype(NODE_FIELDS[key][0])
+        if key in _GEOMETRY_KEYS:
+            geo = line_pv_geometry(t.event_index[idx], self["state"], self["z"], self["cov"], self.pvs)
+            for k in _GEOMETRY_KEYS:
+                self[k] = geo[k]
+            return geo[key]
+        spec = NODE_FIELDS.get(key) or FLAT_EXTRA.get(key)
+        if spec is None:
+            raise KeyError(key)
+        return _filled(spec[0], spec[1], n, key)
+
+    def __missing__(self, key):
+        v = self._build(key)
+        self[key] = v
+        return v
+
+    def __contains__(self, key):
+        return key in NODE_FIELDS or key in FLAT_EXTRA
+
+    def materialize(self) -> dict:
+        return {k: self[k] for k in (*NODE_FIELDS, *FLAT_EXTRA)}
 
 
 class _ParticleMakerBase(Algorithm):

@@ -137,6 +137,19 @@ class MCTruthIndex:
         self.has_c = hc[pos] if n else np.zeros(0, bool)
         self.neutral = neu[pos] if n else np.zeros(0, bool)
 
+    _last = None  # (mcp, mcv, index) of the latest batch: tuples of the same batch share it
+
+    @classmethod
+    def of(cls, mcp: Collection, mcv: Collection) -> "MCTruthIndex":
+        """The index of these collections, shared by every caller in the same batch (the store's
+        collections are write-once, so identity means same content)."""
+        last = cls._last
+        if last is not None and last[0] is mcp and last[1] is mcv:
+            return last[2]
+        index = cls(mcp, mcv)
+        cls._last = (mcp, mcv, index)
+        return index
+
     def global_rows(self, event_index, local) -> np.ndarray:
         """Global MC rows of within-event indices (-1 stays -1)."""
         local = np.asarray(local, dtype=np.int64)

@@ -153,7 +153,7 @@ def decay_tree_columns(cands: Collection, top: Topology, labels: dict, ctx_run: 
         cols["nPVs"] = np.asarray(summary["nPVs"], dtype=np.int32)[ev]
     cols["nCandidate"] = c.local_index.astype(np.int32)
     cols["totCandidates"] = c.counts[ev].astype(np.int32)
-    tr = None
+    tr = truth_nodes = None
     if truth is not None:
         tr = candidate_truth(truth, c, top, **(bkg_options or {}))
         head_row = tr["rows"][:, 0]
@@ -199,10 +199,12 @@ def decay_tree_columns(cands: Collection, top: Topology, labels: dict, ctx_run: 
             g = vertex_pv_geometry(v, nodes["vcov"][:, i], p4, nodes["m"][:, i], ref, refcov)
             cols[f"{label}_TAU"], cols[f"{label}_TAUERR"] = g["tau"], g["tauerr"]
         if tr is not None:
-            for k, arr in true_columns(truth, tr["rows"][:, i]).items():
+            if truth_nodes is None:
+                truth_nodes = _true_columns_2d(truth, tr["rows"])
+            for k, arr in truth_nodes.items():
                 if k == "TRUEKEY":
                     continue
-                cols[f"{label}_{k}"] = arr
+                cols[f"{label}_{k}"] = np.ascontiguousarray(arr[:, i])
             if not top.basic[i]:
                 cols[f"{label}_BKGCAT"] = tr["bkgcat"][i].astype(np.int32)
     return cols
@@ -309,7 +311,7 @@ class DecayTreeTuple(Algorithm):
         self._hook = self.app.plugins.has_external_impls("flashsim_tuple_columns")
 
     def execute(self, ctx, Candidates, Summary, MCParticles, MCVertices):
-        truth = MCTruthIndex(MCParticles, MCVertices) if self.MCTruth else None
+        truth = MCTruthIndex.of(MCParticles, MCVertices) if self.MCTruth else None
         cols = decay_tree_columns(Candidates, self.topology, self.labels, ctx.run_number, ctx.event_numbers,
                                   Summary, truth, MCParticles["is_signal"] if self.MCTruth else None,
                                   self.bkg_options)
@@ -416,6 +418,12 @@ def match_mc_decays(truth: MCTruthIndex, alternatives) -> tuple[np.ndarray, np.n
     return rows, alt_idx
 
 
+def _true_columns_2d(truth: MCTruthIndex, rows) -> dict:
+    """:func:`true_columns` of every node at once: ``rows`` (N, L) -> dict of (N, L) arrays."""
+    rows = np.asarray(rows, dtype=np.int64)
+    return {k: v.reshape(rows.shape) for k, v in true_columns(truth, rows.reshape(-1)).items()}
+
+
 def mc_decay_tree_columns(truth: MCTruthIndex, rows, labels: dict, run_number: int, event_numbers) -> dict:
     N = rows.shape[0]
     cols = {}
@@ -424,8 +432,9 @@ def mc_decay_tree_columns(truth: MCTruthIndex, rows, labels: dict, run_number: i
     cols["eventNumber"] = np.asarray(event_numbers, dtype=np.uint64)[ev]
     cols["signalKey"] = (rows[:, 0] - truth.mcp.offsets[:-1][ev]).astype(np.int32) if N else np.zeros(0, np.int32)
     cols["decayMatched"] = np.all(rows >= 0, axis=1) if N else np.zeros(0, bool)
+    truth_nodes = _true_columns_2d(truth, rows)
     for label, i in labels.items():
-        tc = true_columns(truth, rows[:, i])
+        tc = {k: np.ascontiguousarray(v[:, i]) for k, v in truth_nodes.items()}
         for k, arr in tc.items():
             if k in ("TRUEKEY", "MC_MOTHER_KEY"):
                 continue
@@ -477,7 +486,7 @@ class MCDecayTreeTuple(Algorithm):
         self.n_trials = 0
 
     def execute(self, ctx, MCParticles, MCVertices, Header):
-        truth = MCTruthIndex(MCParticles, MCVertices)
+        truth = MCTruthIndex.of(MCParticles, MCVertices)
         rows, _alt = match_mc_decays(truth, self.alternatives)
         cols = mc_decay_tree_columns(truth, rows, self.labels, ctx.run_number, ctx.event_numbers)
         if self._hook:
