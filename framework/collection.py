@@ -8,9 +8,35 @@ so they do not change when events are batched differently.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping as _MappingABC
 from typing import Iterable, Mapping
 
 import numpy as np
+
+
+class _GatheredColumns(_MappingABC):
+    """Columns of ``source`` at rows ``idx``, gathered on first access (lazy row selection)."""
+
+    __slots__ = ("_source", "_idx", "_done")
+
+    def __init__(self, source: Mapping[str, np.ndarray], idx: np.ndarray):
+        self._source, self._idx, self._done = source, idx, {}
+
+    def __getitem__(self, key):
+        v = self._done.get(key)
+        if v is None:
+            v = self._source[key][self._idx]
+            self._done[key] = v
+        return v
+
+    def __iter__(self):
+        return iter(self._source)
+
+    def __len__(self):
+        return len(self._source)
+
+    def __contains__(self, key):
+        return key in self._source
 
 
 class Collection:
@@ -159,6 +185,21 @@ class Collection:
         counts = np.bincount(self.event_index[idx], minlength=self.n_events)
         cols = {k: v[idx] for k, v in self._columns.items()}
         return Collection.from_counts(cols, counts, self._event_numbers)
+
+    def select_lazy(self, row_mask) -> "Collection":
+        """As :meth:`select`, but each column is gathered only when first read: for wide
+        collections of which a consumer reads a few columns."""
+        row_mask = np.asarray(row_mask)
+        if row_mask.dtype == bool:
+            if row_mask.shape != (len(self),):
+                raise ValueError("row mask length differs from the number of rows")
+            idx = np.flatnonzero(row_mask)
+        else:
+            idx = row_mask.astype(np.int64)
+        counts = np.bincount(self.event_index[idx], minlength=self.n_events)
+        new = Collection.from_counts({}, counts, self._event_numbers)
+        new._columns = _GatheredColumns(self._columns, idx)
+        return new
 
     def select_events(self, event_mask) -> "Collection":
         """Keep whole events (a boolean mask or sorted local event indices)."""

@@ -457,7 +457,7 @@ class CombineParticles(Algorithm):
             colls = []
             for key, _top, species, _path in self._leaf_providers(node):
                 c = inputs[key]
-                colls.append(c.select(np.asarray(c["pid"]) == node.pid))
+                colls.append(c.select_lazy(np.asarray(c["pid"]) == node.pid))
             out = merge_particles(colls, pvs.n_events, pvs.event_numbers, dedupe_tracks=self._is_basic(node))
         else:
             slots = [self._build(d, inputs, pvs, cache) for d in node.daughters]

@@ -206,6 +206,7 @@ def _vertex_kernel(meas, cov, zref, kinds, masses, offsets, max_iter, tol,
     A = np.zeros((7, 3))
     B = np.zeros((7, 4))
     r = np.zeros(7)
+    tmp7 = np.zeros(7)
     WA = np.zeros((7, 3))
     WB = np.zeros((7, 4))
     G = np.zeros((4, 4))
@@ -262,50 +263,118 @@ def _vertex_kernel(meas, cov, zref, kinds, masses, offsets, max_iter, tol,
             chi2 = 0.0
             for j in range(n):
                 i = lo + j
-                m, k = _model(kinds[i], v, q[j], zref[i], h, A, B)
-                for a in range(m):
-                    r[a] = meas[i, a] - h[a]
-                # WA, WB, chi2
-                for a in range(m):
-                    s = 0.0
-                    for b in range(m):
-                        s += W[i, a, b] * r[b]
-                    chi2 += r[a] * s
-                    for b in range(3):
-                        t = 0.0
+                if kinds[i] == 0:
+                    # track: sparse Jacobians A = dh/dv, B = dh/dq written out (most inputs)
+                    k = 3
+                    tx, ty = q[j, 0], q[j, 1]
+                    dz = zref[i] - v[2]
+                    r[0] = meas[i, 0] - (v[0] + dz * tx)
+                    r[1] = meas[i, 1] - (v[1] + dz * ty)
+                    r[2] = meas[i, 2] - tx
+                    r[3] = meas[i, 3] - ty
+                    r[4] = meas[i, 4] - q[j, 2]
+                    for a in range(5):
+                        s = 0.0
+                        for b in range(5):
+                            s += W[i, a, b] * r[b]
+                        tmp7[a] = s
+                        chi2 += r[a] * s
+                        WB[a, 0] = dz * W[i, a, 0] + W[i, a, 2]
+                        WB[a, 1] = dz * W[i, a, 1] + W[i, a, 3]
+                        WB[a, 2] = W[i, a, 4]
+                    w00, w01, w11 = W[i, 0, 0], W[i, 0, 1], W[i, 1, 1]
+                    bv[0] += tmp7[0]
+                    bv[1] += tmp7[1]
+                    bv[2] -= tx * tmp7[0] + ty * tmp7[1]
+                    d02 = -(tx * w00 + ty * w01)
+                    d12 = -(tx * w01 + ty * w11)
+                    D[0, 0] += w00
+                    D[0, 1] += w01
+                    D[1, 0] += w01
+                    D[1, 1] += w11
+                    D[0, 2] += d02
+                    D[2, 0] += d02
+                    D[1, 2] += d12
+                    D[2, 1] += d12
+                    D[2, 2] += tx * tx * w00 + 2.0 * tx * ty * w01 + ty * ty * w11
+                    for c2 in range(3):
+                        Ei[j, 0, c2] = WB[0, c2]
+                        Ei[j, 1, c2] = WB[1, c2]
+                        Ei[j, 2, c2] = -(tx * WB[0, c2] + ty * WB[1, c2])
+                        G[0, c2] = dz * WB[0, c2] + WB[2, c2]
+                        G[1, c2] = dz * WB[1, c2] + WB[3, c2]
+                        G[2, c2] = WB[4, c2]
+                    bq[j, 0] = dz * tmp7[0] + tmp7[2]
+                    bq[j, 1] = dz * tmp7[1] + tmp7[3]
+                    bq[j, 2] = tmp7[4]
+                elif kinds[i] == 2:
+                    # resonance composite: h = (v, q), A = (I3; 0), B = (0; I4)
+                    k = 4
+                    for a in range(3):
+                        r[a] = meas[i, a] - v[a]
+                    for a in range(4):
+                        r[3 + a] = meas[i, 3 + a] - q[j, a]
+                    for a in range(7):
+                        s = 0.0
+                        for b in range(7):
+                            s += W[i, a, b] * r[b]
+                        tmp7[a] = s
+                        chi2 += r[a] * s
+                    for a in range(3):
+                        bv[a] += tmp7[a]
+                        for b in range(3):
+                            D[a, b] += W[i, a, b]
+                        for c2 in range(4):
+                            Ei[j, a, c2] = W[i, a, 3 + c2]
+                    for a in range(4):
+                        bq[j, a] = tmp7[3 + a]
+                        for c2 in range(4):
+                            G[a, c2] = W[i, 3 + a, 3 + c2]
+                else:
+                    m, k = _model(kinds[i], v, q[j], zref[i], h, A, B)
+                    for a in range(m):
+                        r[a] = meas[i, a] - h[a]
+                    # WA, WB, chi2
+                    for a in range(m):
+                        s = 0.0
+                        for b in range(m):
+                            s += W[i, a, b] * r[b]
+                        chi2 += r[a] * s
+                        for b in range(3):
+                            t = 0.0
+                            for e in range(m):
+                                t += W[i, a, e] * A[e, b]
+                            WA[a, b] = t
+                        for b in range(k):
+                            t = 0.0
+                            for e in range(m):
+                                t += W[i, a, e] * B[e, b]
+                            WB[a, b] = t
+                    for a in range(3):
+                        s = 0.0
                         for e in range(m):
-                            t += W[i, a, e] * A[e, b]
-                        WA[a, b] = t
-                    for b in range(k):
-                        t = 0.0
+                            s += WA[e, a] * r[e]
+                        bv[a] += s
+                        for b in range(3):
+                            t = 0.0
+                            for e in range(m):
+                                t += A[e, a] * WA[e, b]
+                            D[a, b] += t
+                        for b in range(k):
+                            t = 0.0
+                            for e in range(m):
+                                t += A[e, a] * WB[e, b]
+                            Ei[j, a, b] = t
+                    for a in range(k):
+                        s = 0.0
                         for e in range(m):
-                            t += W[i, a, e] * B[e, b]
-                        WB[a, b] = t
-                for a in range(3):
-                    s = 0.0
-                    for e in range(m):
-                        s += WA[e, a] * r[e]
-                    bv[a] += s
-                    for b in range(3):
-                        t = 0.0
-                        for e in range(m):
-                            t += A[e, a] * WA[e, b]
-                        D[a, b] += t
-                    for b in range(k):
-                        t = 0.0
-                        for e in range(m):
-                            t += A[e, a] * WB[e, b]
-                        Ei[j, a, b] = t
-                for a in range(k):
-                    s = 0.0
-                    for e in range(m):
-                        s += WB[e, a] * r[e]
-                    bq[j, a] = s
-                    for b in range(k):
-                        t = 0.0
-                        for e in range(m):
-                            t += B[e, a] * WB[e, b]
-                        G[a, b] = t
+                            s += WB[e, a] * r[e]
+                        bq[j, a] = s
+                        for b in range(k):
+                            t = 0.0
+                            for e in range(m):
+                                t += B[e, a] * WB[e, b]
+                            G[a, b] = t
                 if not chol_decomp(G, LG, k):
                     failed = True
                     break

@@ -27,6 +27,21 @@ def test_select_rows_keeps_events():
     assert c["cov"].shape == (3, 2, 2)
 
 
+def test_select_lazy_equals_select_and_gathers_on_demand():
+    c = make()
+    mask = np.array([True, False, False, True, True, False])
+    eager, lazy = c.select(mask), c.select_lazy(mask)
+    assert lazy._columns._done == {}  # nothing gathered yet
+    np.testing.assert_array_equal(lazy.counts, eager.counts)
+    np.testing.assert_array_equal(lazy["a"], eager["a"])
+    assert set(lazy._columns._done) == {"a"}
+    assert lazy.names == eager.names and "cov" in lazy and "b" not in lazy
+    np.testing.assert_array_equal(lazy.columns["cov"], eager["cov"])
+    np.testing.assert_array_equal(lazy.select(np.array([False, True, True]))["a"], [3, 4])
+    with pytest.raises(KeyError, match="no column 'b'"):
+        lazy["b"]
+
+
 def test_select_events_and_concat_roundtrip():
     c = make()
     first = c.select_events(np.array([True, True, False, False]))
