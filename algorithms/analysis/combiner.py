@@ -40,7 +40,6 @@ from .particles import (
     empty_particles,
     find_producer,
     line_pv_geometry,
-    node_columns,
     vertex_pv_geometry,
 )
 
@@ -266,7 +265,7 @@ def combine_node(pid: int, slots: list, slot_tops: list, pvs: Collection, comb_c
             ev, rows = ev[keep], rows[keep]
             head = {key: v[keep] for key, v in head.items()}
             dau = [_Gather(slots[j], rows[:, j]) for j in range(k)]
-        head.update(node_columns(head, [{f"nodes_{f}": d[f"nodes_{f}"] for f in NODE_FIELDS} for d in dau]))
+        head.update(_gather_nodes(head, slots, rows))
         parts.append((ev, head))
     n_nodes = 1 + sum(s["nodes_pid"].shape[1] for s in slots)
     if not parts:
@@ -278,6 +277,23 @@ def combine_node(pid: int, slots: list, slot_tops: list, pvs: Collection, comb_c
         cols = {key: np.concatenate([p[1][key] for p in parts]) for key in parts[0][1]}
     stats["candidates"] = stats.get("candidates", 0) + len(ev)
     return Collection.from_event_index(cols, ev, n_ev, pvs.event_numbers)
+
+
+def _gather_nodes(head: dict, slots: list, rows) -> dict:
+    """``nodes_<field>`` of new composites: the head's values, then each daughter's node arrays
+    taken straight from its slot collection (one copy, no intermediate gathers)."""
+    sizes = [s["nodes_pid"].shape[1] for s in slots]
+    M = len(rows)
+    out = {}
+    for f, (dt, sh) in NODE_FIELDS.items():
+        arr = np.empty((M, 1 + sum(sizes)) + sh, dtype=dt)
+        arr[:, 0] = head[f]
+        a = 1
+        for j, s in enumerate(slots):
+            np.take(s[f"nodes_{f}"], rows[:, j], axis=0, out=arr[:, a:a + sizes[j]], mode="clip")
+            a += sizes[j]
+        out[f"nodes_{f}"] = arr
+    return out
 
 
 def merge_particles(colls, n_events: int, event_numbers=None, dedupe_tracks: bool = False) -> Collection:
