@@ -57,7 +57,26 @@ def flagship(n, plugins, tmp):
     table(f"flagship B+ → J/ψ K+ particle gun, {n} events, batch {app.BatchSize}", app, summary, wall, onnx, n)
 
 
-def hepmc(plugins, tmp):
+def _counter(app, alg, name):
+    for a in app.algorithms:
+        if a.name == alg and name in a.counters:
+            c = a.counters[name]
+            return int(c.entries)
+    return 0
+
+
+def hepmc(plugins, tmp, reps=10):
+    """Real LHCb HepMC crossings through the tracking chain, with SQLamarr's scope made explicit.
+
+    SQLamarr's 162 ms/event covers MCParticleSelector (112 ms) and the acceptance, efficiency,
+    resolution and covariance models, *after* its HepMC2 loader (13 ms) has filled the GenParticles
+    tables.  Our counterpart: the MC-particle selection (``truth_builder.select_truth_batch``, inside
+    the reader) + PVReco, TrackAcceptance, TrackEfficiency, TrackResolution, TrackCovariance (+ TrackIP
+    and RecSummary, which SQLamarr's figure does not include, reported too).  Reading = pyhepmc text
+    parsing + export of each GenEvent to columns (``genevent_to_raw``), reported separately.
+    Every repetition is a fresh job (new ONNX sessions: their first-run cost is included)."""
+    from algorithms.generators import hepmc as hepmc_mod
+
     shared = Path(os.environ.get("FLASHSIM_SHARED", REPO.parent / "shared")) / "data" / "hepmc" / "DSt_Pi"
     if not shared.exists():
         print(f"\n## LHCb HepMC tracking: skipped ({shared} not available)")
@@ -65,27 +84,61 @@ def hepmc(plugins, tmp):
     opts = [REPO / "options" / "tracking" / "hepmc_lhcb_tracks.yaml"]
     base = [f"ApplicationMgr.Output={tmp}/hepmc.root", "Generation.Input=['" + str(shared / "evt*.mc2") + "']",
             "ApplicationMgr.ProgressInterval=0", "TrackTuple.Enable=false"]
-    run_job(opts, base, plugins)  # warm-up
-    reps = 5
-    timing = {}
-    wall = onnx = 0.0
-    n_tracks = 0
-    for _ in range(reps):
-        app, summary, w, o = run_job(opts, base, plugins)
-        wall += w
-        onnx += o
-        for k, v in summary["timing"].items():
-            timing[k] = timing.get(k, 0.0) + v["total_s"]
-        n_tracks += int(app.algorithms[[a.name for a in app.algorithms].index("TrackAcceptance")].counters["candidates"].entries) \
-            if "candidates" in app.algorithms[[a.name for a in app.algorithms].index("TrackAcceptance")].counters else 0
+    cpu = {}
+    wall = {}
+
+    def timed(key, fn):
+        def wrapper(*a, **k):
+            c0, w0 = time.process_time(), time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                cpu[key] = cpu.get(key, 0.0) + time.process_time() - c0
+                wall[key] = wall.get(key, 0.0) + time.perf_counter() - w0
+        return wrapper
+
+    orig = (hepmc_mod.select_truth_batch, hepmc_mod.genevent_to_raw, hepmc_mod.HepMCSource.read)
+    run_job(opts, base, plugins)  # warm-up (numba cache loading, PDG tables)
+    hepmc_mod.select_truth_batch = timed("  MC-particle selection", orig[0])
+    hepmc_mod.genevent_to_raw = timed("  GenEvent -> columns", orig[1])
+    hepmc_mod.HepMCSource.read = timed("  pyhepmc parsing", orig[2])
+    n_cand = n_trk = 0
+    onnx = 0.0
+    try:
+        for _ in range(reps):
+            app = ApplicationMgr(load_options(opts), base, plugins, stream=io.StringIO())
+            app.initialize()
+            for alg in app.algorithms:
+                alg.execute = timed(alg.name, alg.execute)
+            app.run()
+            onnx += sum(m.seconds for m in app.model_svc.models.values())
+            n_cand += _counter(app, "TrackAcceptance", "in domain")
+            n_trk += _counter(app, "TrackResolution", "tracks")
+    finally:
+        hepmc_mod.select_truth_batch, hepmc_mod.genevent_to_raw, hepmc_mod.HepMCSource.read = orig
     n = 10 * reps
-    total = sum(timing.values())
-    summary = {"timing": {k: {"total_s": v, "share": v / total} for k, v in timing.items()}}
-    table(f"real LHCb HepMC (DSt_Pi, 10 crossings × {reps})", app, summary, wall, onnx, n,
-          per=("cand.", n_tracks) if n_tracks else None)
-    reco = sum(v for k, v in timing.items() if k != "Generation")
-    print(f"MC-particle selection is inside the reader ('Generation', includes HepMC text parsing by pyhepmc); "
-          f"tracking chain after the reader: {1e3 * reco / n:.3f} ms/event (goal ≤ 1.6 ms/event incl. selection)")
+    reco = ["PVReco", "TrackAcceptance", "TrackEfficiency", "TrackResolution", "TrackCovariance", "TrackIP",
+            "RecSummary"]
+    print(f"\n## real LHCb HepMC (DSt_Pi, 10 crossings per job x {reps} fresh jobs; "
+          f"{n_cand / n:.0f} candidates, {n_trk / n:.0f} tracks per crossing)")
+    print(f"{'stage':<26} {'CPU ms/event':>12} {'wall ms/event':>13} {'CPU µs/cand.':>12} {'CPU µs/track':>12}")
+    sel = "  MC-particle selection"
+    reading = cpu["Generation"] - cpu[sel]
+    rows = [("Generation (reader)", cpu["Generation"], wall["Generation"]),
+            ("  pyhepmc parsing", cpu["  pyhepmc parsing"], wall["  pyhepmc parsing"]),
+            ("  GenEvent -> columns", cpu["  GenEvent -> columns"], wall["  GenEvent -> columns"]),
+            (sel, cpu[sel], wall[sel])] + [(k, cpu[k], wall[k]) for k in reco]
+    for name, c, w in rows:
+        print(f"{name:<26} {1e3 * c / n:>12.3f} {1e3 * w / n:>13.3f} {1e6 * c / max(n_cand, 1):>12.2f} "
+              f"{1e6 * c / max(n_trk, 1):>12.2f}")
+    chain = cpu[sel] + sum(cpu[k] for k in reco[:5])
+    chain_w = wall[sel] + sum(wall[k] for k in reco[:5])
+    full = chain + cpu["TrackIP"] + cpu["RecSummary"]
+    print(f"reading (parsing + GenEvent -> columns + reader bookkeeping): {1e3 * reading / n:.2f} ms/event CPU")
+    print(f"MC-particle selection through covariance: {1e3 * chain / n:.3f} ms/event CPU "
+          f"({1e3 * chain_w / n:.3f} wall) = {162.0 / (1e3 * chain / n):.0f}x faster than SQLamarr's 162 ms/event "
+          f"(goal >= 100x, <= 1.6 ms/event); with TrackIP + RecSummary: {1e3 * full / n:.3f} ms/event")
+    print(f"ONNX Runtime (4 tracking models, wall, cold sessions in every job): {1e3 * onnx / n:.3f} ms/event")
 
 
 def main(argv=None):

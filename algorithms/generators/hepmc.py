@@ -42,8 +42,8 @@ from .truth_builder import (
     C_MM_PER_NS,
     PHYSICAL_STATUSES,
     RawCollision,
-    assemble_truth,
     select_truth,
+    select_truth_batch,
 )
 
 from framework import Algorithm, ConfigurationError, InputError, Output, Property
@@ -617,9 +617,10 @@ class HepMCReader(Algorithm):
                     n_lost += 1
                     continue
                 n_gen += 1
-                collisions.append(select_truth(genevent_to_raw(ev, self._time_unit), self._statuses))
+                collisions.append(genevent_to_raw(ev, self._time_unit))
             events.append(collisions)
-        out = assemble_truth(events, np.asarray(ctx.event_numbers, dtype=np.int64))
+        # MC-particle selection of all collisions of the batch at once (= select_truth + assemble_truth)
+        out = select_truth_batch(events, self._statuses, np.asarray(ctx.event_numbers, dtype=np.int64))
         self.counter("GenEvents read").increment(n_gen)
         if n_lost:
             self.counter("unreadable GenEvents").increment(n_lost)

@@ -411,3 +411,274 @@ def assemble_truth(events, event_numbers=None, signal_trials=None, ntracks_overr
     if Collection is None:
         return raw
     return {k: Collection.from_counts(cols, counts, event_numbers) for k, (cols, counts) in raw.items()}
+
+
+# ------------------------------------------------------------------------------------------
+# batched selection: select_truth + assemble_truth for all collisions of a batch in one pass
+# ------------------------------------------------------------------------------------------
+_SPECIES_TABLE_SIZE = 1 << 14  # |pid| below this: dense lookup table; above: sorted cache
+_species_table = np.full(_SPECIES_TABLE_SIZE, -1, dtype=np.int8)  # -1 unknown, 0 dropped, 1 kept
+_species_big: dict[int, bool] = {}
+_species_big_keys = np.zeros(0, dtype=np.int64)
+_species_big_vals = np.zeros(0, dtype=np.bool_)
+
+
+@nb.njit(cache=True)
+def _species_lookup(pid, table, big_keys, big_vals):
+    n = pid.shape[0]
+    ok = np.empty(n, np.bool_)
+    n_unknown = 0
+    size = table.shape[0]
+    for i in range(n):
+        a = abs(np.int64(pid[i]))
+        if a < size:
+            v = table[a]
+            if v < 0:
+                n_unknown += 1
+            ok[i] = v == 1
+        else:
+            j = np.searchsorted(big_keys, a)
+            if j < big_keys.shape[0] and big_keys[j] == a:
+                ok[i] = big_vals[j]
+            else:
+                ok[i] = False
+                n_unknown += 1
+    return ok, n_unknown
+
+
+def kept_species_fast(pids: np.ndarray) -> np.ndarray:
+    """:func:`kept_species` through a lookup table filled (from the same PDG classification) with
+    the ids seen so far: one numba pass once the species of the job are known."""
+    global _species_big_keys, _species_big_vals
+    pids = np.ascontiguousarray(pids)
+    ok, n_unknown = _species_lookup(pids, _species_table, _species_big_keys, _species_big_vals)
+    if n_unknown:
+        for a in np.unique(np.abs(pids.astype(np.int64))):
+            a = int(a)
+            if a < _SPECIES_TABLE_SIZE:
+                if _species_table[a] < 0:
+                    _species_table[a] = 1 if _species_ok_scalar(a) else 0
+            elif a not in _species_big:
+                _species_big[a] = _species_ok_scalar(a)
+        keys = np.array(sorted(_species_big), dtype=np.int64)
+        _species_big_keys = keys
+        _species_big_vals = np.array([_species_big[int(k)] for k in keys], dtype=np.bool_)
+        ok, n_unknown = _species_lookup(pids, _species_table, _species_big_keys, _species_big_vals)
+    return ok
+
+
+@nb.njit(cache=True)
+def _select_batch(coff, coll_event, n_events, parent, status, species_ok, is_beam, pv_children, end_key, status_ok,
+                  max_key):
+    """Selection of every collision (rows ``coff[c]:coff[c+1]``, ``parent``/``end_key`` local to
+    the collision; ``status_ok[s]``: status ``s`` kept).  Returns the kept rows (global, collision
+    order), their within-event mother, origin and end vertex indices, the number of vertices of
+    each collision and an error code (1: cycle in the parent graph).
+
+    One memoised walk up the first-parent chain per particle gives, top down, its root (is it
+    connected to the collision), whether it or an ancestor is a signal particle at rest (998),
+    ``keep`` and its nearest kept strict ancestor: O(n)."""
+    N = parent.shape[0]
+    n_coll = coff.shape[0] - 1
+    n_st = status_ok.shape[0]
+    root = np.full(N, -1, np.int64)  # local index of the root; -1: not yet known
+    rest = np.zeros(N, np.bool_)  # itself or an ancestor has status 998
+    keep = np.zeros(N, np.bool_)
+    anc = np.full(N, -1, np.int64)  # nearest kept strict ancestor (local), -1 none
+    stack = np.empty(N + 1, np.int64)
+    empty = np.zeros(0, np.int64)
+    n_keep = 0
+    for c in range(n_coll):
+        s = coff[c]
+        n = coff[c + 1] - s
+        for i in range(n):
+            if root[s + i] >= 0:
+                continue
+            depth = 0
+            j = i
+            while root[s + j] < 0:
+                stack[depth] = j
+                depth += 1
+                if depth > n:
+                    return empty, empty, empty, empty, empty, 1
+                p = parent[s + j]
+                if p < 0:
+                    break
+                j = p
+            # stack[depth-1] is the topmost unknown node; its parent (if any) is known
+            top = stack[depth - 1]
+            p = parent[s + top]
+            if p >= 0:
+                r = root[s + p]
+                rv = rest[s + p]
+                a = p if keep[s + p] else anc[s + p]
+            else:
+                r = top
+                rv = False
+                a = -1
+            for q in range(depth - 1, -1, -1):
+                node = stack[q]
+                g = s + node
+                st = status[g]
+                rv = rv or st == 998
+                root[g] = r
+                rest[g] = rv
+                anc[g] = a
+                rg = s + r
+                k = (0 <= st < n_st and status_ok[st]) and species_ok[g] and (is_beam[rg] or pv_children[rg]) \
+                    and not rv and not is_beam[g]
+                keep[g] = k
+                n_keep += k
+                if k:
+                    a = node
+    rows = np.empty(n_keep, np.int64)
+    mother = np.empty(n_keep, np.int64)
+    origin = np.empty(n_keep, np.int64)
+    endv = np.empty(n_keep, np.int64)
+    nvtx = np.ones(n_coll, np.int64)  # the PV
+    new_index = np.full(N, -1, np.int64)  # within-event index of kept particles
+    vmap = np.full(max_key + 1, -1, np.int64)
+    ev_p = np.zeros(n_events, np.int64)  # particles so far in each event
+    ev_v = np.zeros(n_events, np.int64)  # vertices so far in each event
+    k = 0
+    for c in range(n_coll):
+        s = coff[c]
+        n = coff[c + 1] - s
+        e = coll_event[c]
+        p0 = ev_p[e]
+        v0 = ev_v[e]
+        first = k
+        nv = 1
+        for i in range(n):
+            g = s + i
+            if not keep[g]:
+                continue
+            new_index[g] = p0 + (k - first)
+            rows[k] = g
+            key = end_key[g]
+            if key >= 0:
+                if vmap[key] < 0:
+                    vmap[key] = nv
+                    nv += 1
+                endv[k] = v0 + vmap[key]
+            else:
+                endv[k] = -1
+            k += 1
+        for q in range(first, k):  # mothers and origins
+            g = rows[q]
+            a = anc[g]
+            if a >= 0:
+                m = new_index[s + a]
+                mother[q] = m
+                o = endv[first + (m - p0)]
+                origin[q] = o if o >= 0 else v0
+            else:
+                mother[q] = -1
+                origin[q] = v0
+        for q in range(first, k):  # reset the key map
+            key = end_key[rows[q]]
+            if key >= 0:
+                vmap[key] = -1
+        nvtx[c] = nv
+        ev_p[e] += k - first
+        ev_v[e] += nv
+    return rows, mother, origin, endv, nvtx, 0
+
+
+@nb.njit(cache=True)
+def _vertex_positions(coff, rows, endv, pv, end_pos, coll_of_row, vstart_coll, v0_coll, n_vtx):
+    """Vertex table: the PV of each collision, then its decay vertices (last writer wins, as the
+    fancy assignment of :func:`select_truth`)."""
+    pos = np.empty((n_vtx, 4))
+    vcoll = np.empty(n_vtx, np.int64)
+    vtype = np.full(n_vtx, 2, np.int8)
+    n_coll = coff.shape[0] - 1
+    for c in range(n_coll):
+        b = vstart_coll[c]
+        pos[b, :] = pv[c, :]
+        vtype[b] = 1
+        n_c = (vstart_coll[c + 1] - b)
+        for q in range(n_c):
+            vcoll[b + q] = c
+    for k in range(rows.shape[0]):
+        if endv[k] >= 0:
+            c = coll_of_row[k]
+            r = vstart_coll[c] + (endv[k] - v0_coll[c])
+            g = rows[k]
+            for d in range(4):
+                pos[r, d] = end_pos[g, d]
+    return pos, vcoll, vtype
+
+
+def select_truth_batch(collisions_per_event, statuses=PHYSICAL_STATUSES, event_numbers=None):
+    """``assemble_truth([[select_truth(raw, statuses) for raw in event] for event in ...])`` for
+    all collisions of a batch at once (numba; same collections, bit for bit -- tested).
+
+    ``collisions_per_event``: list (one entry per event) of lists of :class:`RawCollision`."""
+    raws = [r for ev in collisions_per_event for r in ev]
+    n_events = len(collisions_per_event)
+    coll_counts = np.array([len(ev) for ev in collisions_per_event], dtype=np.int64)
+    n_coll = len(raws)
+    sizes = np.array([r.n for r in raws], dtype=np.int64)
+    coff = np.zeros(n_coll + 1, dtype=np.int64)
+    np.cumsum(sizes, out=coff[1:])
+    if n_coll == 0 or coff[-1] == 0:
+        return assemble_truth([[select_truth(r, statuses) for r in ev] for ev in collisions_per_event], event_numbers)
+
+    def cat(name, dtype):
+        return np.concatenate([np.asarray(getattr(r, name), dtype=dtype) for r in raws])
+
+    parent = cat("parent", np.int64)
+    end_key = cat("end_key", np.int64)
+    max_key = int(end_key.max())
+    if max_key > 4 * parent.size + 1_000_000:  # sparse foreign keys: per-collision path
+        return assemble_truth([[select_truth(r, statuses) for r in ev] for ev in collisions_per_event], event_numbers)
+    pid = cat("pid", np.int32)
+    status = cat("status", np.int32)
+    coll_event = np.repeat(np.arange(n_events, dtype=np.int64), coll_counts)
+    statuses = np.asarray(statuses, dtype=np.int64)
+    status_ok = np.zeros(int(max(statuses.max(initial=0), 0)) + 1, dtype=np.bool_)
+    status_ok[statuses[statuses >= 0]] = True
+    rows, mother, origin, endv, nvtx, err = _select_batch(
+        coff, coll_event, n_events, parent, status, kept_species_fast(pid), cat("is_beam", np.bool_),
+        cat("pv_children", np.bool_), end_key, status_ok, max(max_key, 0))
+    if err:
+        raise ValueError("the parent graph has a cycle")
+    # collision of each kept row, vertex tables
+    coll_of_row = np.repeat(np.arange(n_coll, dtype=np.int64), np.diff(np.searchsorted(rows, coff)))
+    vstart_coll = np.zeros(n_coll + 1, dtype=np.int64)
+    np.cumsum(nvtx, out=vstart_coll[1:])
+    first_coll = np.cumsum(coll_counts) - coll_counts
+    ev_vstart = vstart_coll[first_coll] if n_coll else np.zeros(0, np.int64)
+    v0_coll = vstart_coll[:-1] - np.repeat(ev_vstart, coll_counts)  # within-event offset of each collision's PV
+    pv = np.array([np.asarray(r.pv, dtype=np.float64) for r in raws]).reshape(n_coll, 4)
+    end_pos = np.concatenate([np.asarray(r.end_pos, dtype=np.float64).reshape(-1, 4) for r in raws])
+    pos, vcoll, vtype = _vertex_positions(coff, rows, endv, pv, end_pos, coll_of_row, vstart_coll, v0_coll,
+                                          int(vstart_coll[-1]))
+    collision_index = (np.arange(n_coll, dtype=np.int64) - np.repeat(first_coll, coll_counts)).astype(np.int32)
+    P = {
+        "pid": pid[rows],
+        "px": cat("px", np.float64)[rows],
+        "py": cat("py", np.float64)[rows],
+        "pz": cat("pz", np.float64)[rows],
+        "E": cat("E", np.float64)[rows],
+        "mass": cat("mass", np.float64)[rows],
+        "origin_vertex": origin.astype(np.int32),
+        "end_vertex": endv.astype(np.int32),
+        "mother": mother.astype(np.int32),
+        "collision": collision_index[coll_of_row],
+        "is_signal": status[rows] == SIGNAL_STATUS,
+        "status": status[rows],
+    }
+    V = {"x": pos[:, 0], "y": pos[:, 1], "z": pos[:, 2], "t": pos[:, 3], "type": vtype,
+         "collision": collision_index[vcoll]}
+    C = {"x": pv[:, 0], "y": pv[:, 1], "z": pv[:, 2], "t": pv[:, 3], "collision": collision_index}
+    H = {"n_collisions": coll_counts.astype(np.int32), "ntracks_override": np.full(n_events, -1, np.int32),
+         "signal_trials": np.ones(n_events, np.int32)}
+    p_counts = np.bincount(coll_event[coll_of_row], minlength=n_events).astype(np.int64)
+    v_counts = np.bincount(coll_event, weights=nvtx, minlength=n_events).astype(np.int64)
+    raw = {"Header": (H, np.ones(n_events, dtype=np.int64)), "Collisions": (C, coll_counts),
+           "Vertices": (V, v_counts), "Particles": (P, p_counts)}
+    if Collection is None:
+        return raw
+    return {k: Collection.from_counts(cols, counts, event_numbers) for k, (cols, counts) in raw.items()}

@@ -13,7 +13,8 @@ import numpy as np
 
 from framework import Algorithm, Collection, ConfigurationError, Input, Output, Property
 
-from .features import FEATURE_NAMES, acceptance_features, in_domain, is_tracked_species
+from .features import FEATURE_NAMES, acceptance_features, is_tracked_species
+from .kernels import bernoulli_accept, domain_mask, select_and_gather
 
 __all__ = ["Acceptance", "select_candidates", "gather_kinematics", "check_card"]
 
@@ -68,22 +69,21 @@ class Acceptance(Algorithm):
         check_card(self.model, self.name, ["acceptance"])
 
     def execute(self, ctx, Particles, Vertices):
-        rows = select_candidates(Particles)
-        ev = Particles.event_index[rows]
-        mc_index = Particles.local_index[rows]
-        feats = acceptance_features(*gather_kinematics(Particles, Vertices, rows))
-        ok = in_domain(feats, Particles["pz"][rows])
+        # one pass: candidate rows, their kinematics and origin vertex (kernels.select_and_gather)
+        rows, ev, mc_index, pid, x, y, z, px, py, pz, counts = select_and_gather(Particles, Vertices)
+        feats = acceptance_features(pid, x, y, z, px, py, pz)
+        ok, n_ok = domain_mask(feats, pz)
         prob = np.zeros(len(rows), dtype=np.float32)
-        if ok.any():
-            prob[ok] = self.model.run(feats[ok])[:, 0]
-        u = ctx.random.uniform(ctx.event_numbers[ev], mc_index, stream=0)
-        accepted = ok & (u < prob)
-        counts = np.bincount(ev, minlength=Particles.n_events)
-        self.binomial_counter("in domain").add(ok)
-        self.binomial_counter("accepted").add(accepted)
+        if n_ok:
+            prob[ok] = self.model.run(feats if n_ok == len(rows) else feats[ok])[:, 0]
+        # u = ctx.random.uniform(event number, mc_index, stream=0), drawn in the kernel
+        accepted, n_acc = bernoulli_accept(ctx.random.key_for(0), ctx.event_numbers, ev, mc_index, ok, prob)
+        self.binomial_counter("in domain").add_counts(int(n_ok), len(rows))
+        self.binomial_counter("accepted").add_counts(int(n_acc), len(rows))
         return Collection.from_counts({
             "mc_index": mc_index.astype(np.int32),
             "in_domain": ok,
             "acceptance_prob": prob,
             "accepted": accepted,
+            "features": feats,
         }, counts, ctx.event_numbers)

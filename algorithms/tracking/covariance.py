@@ -13,19 +13,23 @@ import numpy as np
 
 from framework import Algorithm, Input, Output, Property
 
-from .ctb import (COVARIANCE_INPUTS, COVARIANCE_OUTPUTS, covariance_features, covariance_from_outputs,
-                  resolution_features)
+from .ctb import COVARIANCE_INPUTS, COVARIANCE_OUTPUTS, covariance_features_of_states, covariance_from_outputs
+from .kernels import normal_noise
 from .resolution import NOISE_STREAM, check_generative_card
 
 __all__ = ["TrackCovariance", "covariance_features_from_states"]
 
 
 def covariance_features_from_states(states) -> np.ndarray:
-    """The 15 covariance-model inputs from ``/Event/Rec/TrackStates`` columns (mapping or Collection)."""
-    true_p = 1.0 / np.abs(np.asarray(states["true_qop"], dtype=np.float64))
-    xr = resolution_features(states["true_x"], states["true_y"], states["true_z"], states["true_tx"],
-                             states["true_ty"], np.log10(true_p), states["pid"], states["type"])
-    return covariance_features(xr, states["chi2PerDoF"], states["nDoF_f"], states["ghostProb"])
+    """The 15 covariance-model inputs from ``/Event/Rec/TrackStates`` columns (mapping or Collection):
+    :func:`ctb.covariance_features` of :func:`ctb.resolution_features` of the true state, with
+    ``log10 p_true = log10(1 / |true_qop|)``, in one numba pass."""
+    with np.errstate(divide="ignore"):
+        true_p = 1.0 / np.abs(np.asarray(states["true_qop"], dtype=np.float64))
+        lp = np.log10(true_p)
+    return covariance_features_of_states(states["true_x"], states["true_y"], states["true_z"], states["true_tx"],
+                                         states["true_ty"], lp, states["pid"], states["type"],
+                                         states["chi2PerDoF"], states["nDoF_f"], states["ghostProb"])
 
 
 class TrackCovariance(Algorithm):
@@ -45,13 +49,15 @@ class TrackCovariance(Algorithm):
 
     def execute(self, ctx, TrackStates):
         n = len(TrackStates)
-        cov = np.zeros((n, 5, 5), dtype=np.float64)
         if n:
             feats = covariance_features_from_states(TrackStates)
-            ev = ctx.event_numbers[TrackStates.event_index]
-            noise = ctx.random.normal(ev, TrackStates["mc_index"], stream=NOISE_STREAM, n=self.model.noise_dim)
-            out = self.model.run({"x": feats, "noise": noise.astype(np.float32)})
+            # noise = ctx.random.normal(event number, mc_index, stream=NOISE_STREAM, n=noise_dim), as float32
+            noise = normal_noise(ctx.random.key_for(NOISE_STREAM), ctx.event_numbers, TrackStates.event_index,
+                                 TrackStates["mc_index"], np.arange(n), self.model.noise_dim)
+            out = self.model.run({"x": feats, "noise": noise})
             cov, fixed = covariance_from_outputs(out)
             self.binomial_counter("PD guard used").add(fixed)
+        else:
+            cov = np.zeros((0, 5, 5), dtype=np.float64)
         self.counter("tracks").increment(n)
         return TrackStates.with_columns(cov=cov)

@@ -31,6 +31,8 @@ import functools
 import numba as nb
 import numpy as np
 
+from .kernels import charge_fast
+
 __all__ = [
     "RESOLUTION_INPUTS",
     "RESOLUTION_OUTPUTS",
@@ -45,6 +47,7 @@ __all__ = [
     "resolution_features",
     "resolution_features_from_momentum",
     "covariance_features",
+    "covariance_features_of_states",
     "covariance_from_outputs",
 ]
 
@@ -117,37 +120,124 @@ def _charge_of(pid: int) -> float:
     return float(c) if c is not None else 0.0
 
 
-def physical_charge(pid):
-    """Physical charge (units of e, int8) of each PDG id, from the ``particle`` package."""
+def _physical_charge_pdg(pid):
     pid = np.asarray(pid, dtype=np.int64)
     uniq, inv = np.unique(pid, return_inverse=True)
     table = np.array([_charge_of(int(u)) for u in uniq], dtype=np.float64)
     return np.rint(table[inv.reshape(pid.shape)]).astype(np.int8)
 
 
+def physical_charge(pid):
+    """Physical charge (units of e, int8) of each PDG id, from the ``particle`` package.
+
+    e, mu, pi, K, p (the tracked species) take a numba fast path (their PDG charges: -sign for
+    e/mu, +sign for pi/K/p; equality with the ``particle`` table is tested); any other id goes
+    through the ``particle`` table."""
+    pid = np.asarray(pid, dtype=np.int64)
+    if pid.ndim == 1:
+        q, unknown = charge_fast(pid)
+        if not unknown:
+            return q
+    return _physical_charge_pdg(pid)
+
+
+@nb.njit(cache=True)
+def _fill_resolution_features(out, cx, cy, cz, tx, ty, lp, pid, tt):
+    """Columns 0-11 of ``out`` (float32): the resolution inputs, as :func:`resolution_features`."""
+    for i in range(out.shape[0]):
+        out[i, 0] = np.float32(cx[i])
+        out[i, 1] = np.float32(cy[i])
+        out[i, 2] = np.float32(cz[i])
+        out[i, 3] = np.float32(tx[i])
+        out[i, 4] = np.float32(ty[i])
+        out[i, 5] = np.float32(lp[i])
+        a = abs(pid[i])
+        out[i, 6] = np.float32(1.0) if a == 11 else np.float32(0.0)
+        out[i, 7] = np.float32(1.0) if a == 13 else np.float32(0.0)
+        out[i, 8] = np.float32(1.0) if (a == 211 or a == 321 or a == 2212) else np.float32(0.0)
+        t = tt[i]
+        out[i, 9] = np.float32(1.0) if t == 3 else np.float32(0.0)
+        out[i, 10] = np.float32(1.0) if t == 4 else np.float32(0.0)
+        out[i, 11] = np.float32(1.0) if t == 5 else np.float32(0.0)
+
+
+def _col64(c, n):
+    a = np.asarray(c)
+    if a.ndim == 0:
+        a = np.broadcast_to(a, (n,))
+    return np.ascontiguousarray(a, dtype=np.float64)
+
+
 def resolution_features(ctb_x, ctb_y, ctb_z, tx, ty, log10_p, pid, track_type):
-    """The 12 resolution-model inputs (float32 [N, 12], order :data:`RESOLUTION_INPUTS`)."""
-    cols = [ctb_x, ctb_y, ctb_z, tx, ty, log10_p]
+    """The 12 resolution-model inputs (float32 [N, 12], order :data:`RESOLUTION_INPUTS`):
+    ``ctb_x, ctb_y, ctb_z, mc_tx, mc_ty, mc_log10_p`` cast to float32, then the species flags
+    (|pid| = 11, 13, 211/321/2212) and the type flags (track type 3, 4, 5) as 0/1."""
     n = np.asarray(ctb_x).shape[0]
     out = np.empty((n, len(RESOLUTION_INPUTS)), dtype=np.float32)
-    for k, c in enumerate(cols):
-        out[:, k] = c
-    out[:, 6], out[:, 7], out[:, 8] = species_flags(pid)
-    out[:, 9], out[:, 10], out[:, 11] = type_flags(track_type)
+    pid = np.asarray(pid, dtype=np.int64)
+    tt = np.asarray(track_type)
+    if pid.shape != (n,) or tt.shape != (n,) or tt.dtype.kind not in "iu":
+        # general inputs (broadcasting, float type codes): the reference numpy path
+        for k, c in enumerate([ctb_x, ctb_y, ctb_z, tx, ty, log10_p]):
+            out[:, k] = c
+        out[:, 6], out[:, 7], out[:, 8] = species_flags(pid)
+        out[:, 9], out[:, 10], out[:, 11] = type_flags(track_type)
+        return out
+    _fill_resolution_features(out, _col64(ctb_x, n), _col64(ctb_y, n), _col64(ctb_z, n), _col64(tx, n),
+                              _col64(ty, n), _col64(log10_p, n), np.ascontiguousarray(pid),
+                              np.ascontiguousarray(tt, dtype=np.int64))
     return out
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _ctb_from_momentum(x0, y0, z0, px, py, pz, tx, ty, p, cx, cy, cz):
+    for i in range(x0.shape[0]):
+        a = px[i] / pz[i]
+        b = py[i] / pz[i]
+        tx[i] = a
+        ty[i] = b
+        p[i] = np.sqrt(px[i] * px[i] + py[i] * py[i] + pz[i] * pz[i])
+        t2 = a * a + b * b
+        if t2 > 0.0:
+            z = (a * a * z0[i] - a * x0[i] + b * b * z0[i] - b * y0[i]) / t2
+        else:
+            z = z0[i]
+        dz = z - z0[i]
+        cx[i] = x0[i] + a * dz
+        cy[i] = y0[i] + b * dz
+        cz[i] = z
 
 
 def resolution_features_from_momentum(x0, y0, z0, px, py, pz, pid, track_type):
     """True CTB state and resolution-model inputs from the origin vertex and momentum.
 
     Returns ``(features float32 [N, 12], ctb dict)`` where ``ctb`` holds float64 ``x, y, z, tx,
-    ty, p`` of the true closest-to-beam state (requires pz != 0; callers feed ``pz > 1 MeV``)."""
+    ty, p`` of the true closest-to-beam state (requires pz != 0; callers feed ``pz > 1 MeV``).
+    ``tx = px/pz``, ``ty = py/pz``, ``p = sqrt(px^2 + py^2 + pz^2)`` and the CTB point
+    (:func:`closest_to_beam`) in one numba pass; ``log10 p`` by numpy."""
     px, py, pz = (np.asarray(a, dtype=np.float64) for a in (px, py, pz))
-    tx, ty = px / pz, py / pz
-    p = np.sqrt(px * px + py * py + pz * pz)
-    cx, cy, cz = closest_to_beam(x0, y0, z0, tx, ty)
-    feats = resolution_features(cx, cy, cz, tx, ty, np.log10(p), pid, track_type)
+    x0, y0, z0 = (np.asarray(a, dtype=np.float64) for a in (x0, y0, z0))
+    if not (px.ndim == 1 and px.shape == py.shape == pz.shape == x0.shape == y0.shape == z0.shape):
+        tx, ty = px / pz, py / pz
+        p = np.sqrt(px * px + py * py + pz * pz)
+        cx, cy, cz = closest_to_beam(x0, y0, z0, tx, ty)
+    else:
+        n = px.shape[0]
+        tx, ty, p, cx, cy, cz = (np.empty(n) for _ in range(6))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            _ctb_from_momentum(*(np.ascontiguousarray(a) for a in (x0, y0, z0, px, py, pz)), tx, ty, p, cx, cy, cz)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lp = np.log10(p)
+    feats = resolution_features(cx, cy, cz, tx, ty, lp, pid, track_type)
     return feats, {"x": cx, "y": cy, "z": cz, "tx": tx, "ty": ty, "p": p}
+
+
+@nb.njit(cache=True)
+def _fill_covariance_extra(out, chi2, ndof_f, ghost):
+    for i in range(out.shape[0]):
+        out[i, 12] = np.float32(chi2[i])
+        out[i, 13] = np.float32(ndof_f[i])
+        out[i, 14] = np.float32(ghost[i])
 
 
 def covariance_features(res_features, chi2PerDoF, nDoF_f, ghostProb):
@@ -162,6 +252,18 @@ def covariance_features(res_features, chi2PerDoF, nDoF_f, ghostProb):
     return out
 
 
+def covariance_features_of_states(true_x, true_y, true_z, true_tx, true_ty, log10_p, pid, track_type,
+                                  chi2PerDoF, nDoF_f, ghostProb):
+    """:func:`covariance_features` of :func:`resolution_features` in one pass (same values)."""
+    n = np.asarray(true_x).shape[0]
+    out = np.empty((n, len(COVARIANCE_INPUTS)), dtype=np.float32)
+    _fill_resolution_features(out, _col64(true_x, n), _col64(true_y, n), _col64(true_z, n), _col64(true_tx, n),
+                              _col64(true_ty, n), _col64(log10_p, n), np.ascontiguousarray(pid, dtype=np.int64),
+                              np.ascontiguousarray(track_type, dtype=np.int64))
+    _fill_covariance_extra(out, _col64(chi2PerDoF, n), _col64(nDoF_f, n), _col64(ghostProb, n))
+    return out
+
+
 @nb.njit(cache=True)
 def _cov_kernel(y, max_log, out, fixed):
     n = y.shape[0]
@@ -170,7 +272,7 @@ def _cov_kernel(y, max_log, out, fixed):
     L = np.empty((5, 5))
     for k in range(n):
         for i in range(5):
-            lv = y[k, i]
+            lv = np.float64(y[k, i])
             if not (lv <= max_log):  # also catches NaN
                 lv = max_log if lv == lv else 0.0
             if lv < -max_log:
@@ -181,7 +283,7 @@ def _cov_kernel(y, max_log, out, fixed):
         m = 5  # correlation columns in CORR_PAIRS order: 01, 02, 12, 03, 13, 23, 04, 14, 24, 34
         for i in range(1, 5):
             for j in range(i):
-                c = y[k, m]
+                c = np.float64(y[k, m])
                 if not (c == c):
                     c = 0.0
                 r[i, j] = c
@@ -229,7 +331,8 @@ def covariance_from_outputs(y, max_log: float = 60.0):
     outputs) its off-diagonal part is shrunk towards the identity by the smallest factor
     (1e-6, doubling) that makes it positive definite.  Returns ``(cov, fixed)`` where ``fixed``
     (bool [N]) flags rows that needed the guard."""
-    y = np.ascontiguousarray(np.asarray(y, dtype=np.float64))
+    y = np.asarray(y)
+    y = np.ascontiguousarray(y, dtype=y.dtype if y.dtype in (np.float32, np.float64) else np.float64)
     if y.ndim != 2 or y.shape[1] != 15:
         raise ValueError(f"covariance_from_outputs: expected [N, 15] outputs, got shape {y.shape}")
     out = np.empty((y.shape[0], 5, 5))

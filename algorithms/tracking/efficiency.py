@@ -13,8 +13,9 @@ import numpy as np
 
 from framework import Algorithm, Input, Output, Property
 
-from .acceptance import check_card, gather_kinematics
-from .features import acceptance_features
+from .acceptance import check_card
+from .features import FEATURE_NAMES, acceptance_features
+from .kernels import draw_track_types, gather_rows, ok_rows
 
 __all__ = ["TrackingEfficiency", "draw_track_type", "TRACK_TYPE_CODES", "OUTPUT_NAMES"]
 
@@ -49,21 +50,20 @@ class TrackingEfficiency(Algorithm):
 
     def execute(self, ctx, Candidates, Particles, Vertices):
         n = len(Candidates)
-        acc = np.asarray(Candidates["accepted"], dtype=bool)
-        idx = np.flatnonzero(acc)
+        idx = ok_rows(Candidates["accepted"])
         ev = Candidates.event_index
-        rows = Particles.global_index(ev[idx], Candidates["mc_index"][idx])
-        probs = np.full((n, 4), np.nan, dtype=np.float32)
+        mc = Candidates["mc_index"]
         if len(idx):
-            feats = acceptance_features(*gather_kinematics(Particles, Vertices, rows))
-            probs[idx] = self.model.run(feats)
-        ttype = np.full(n, -1, dtype=np.int8)
-        if len(idx):
-            u = ctx.random.uniform(ctx.event_numbers[ev[idx]], Candidates["mc_index"][idx], stream=0)
-            ttype[idx] = draw_track_type(probs[idx], u)
-        reco = ttype[idx] > 0
-        self.binomial_counter("reconstructed | accepted").add(reco)
-        self.binomial_counter("long | accepted").add(ttype[idx] == 3)
-        return Candidates.with_columns(
-            p_not_recoed=probs[:, 0], p_long=probs[:, 1], p_upstream=probs[:, 2], p_downstream=probs[:, 3],
-            track_type=ttype)
+            if "features" in Candidates and Candidates["features"].shape == (n, len(FEATURE_NAMES)):
+                feats = Candidates["features"][idx]  # the inputs Acceptance computed for these rows
+            else:
+                feats = acceptance_features(*gather_rows(Particles, Vertices, ev[idx], mc[idx]))
+            probs = self.model.run(feats)
+        else:
+            probs = np.zeros((0, 4), dtype=np.float32)
+        # categorical draw with u = ctx.random.uniform(event number, mc_index, stream=0), in the kernel
+        ttype, p0, p1, p2, p3, n_reco, n_long = draw_track_types(
+            ctx.random.key_for(0), ctx.event_numbers, ev, mc, idx, probs, n, TRACK_TYPE_CODES)
+        self.binomial_counter("reconstructed | accepted").add_counts(int(n_reco), len(idx))
+        self.binomial_counter("long | accepted").add_counts(int(n_long), len(idx))
+        return Candidates.with_columns(p_not_recoed=p0, p_long=p1, p_upstream=p2, p_downstream=p3, track_type=ttype)

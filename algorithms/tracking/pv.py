@@ -13,9 +13,11 @@ three uniforms (component choice for x, y, z), stream 1 three normals.
 """
 from __future__ import annotations
 
+import numba as nb
 import numpy as np
 
 from framework import Algorithm, Collection, ConfigurationError, Input, Output
+from framework.random import counter_normal, counter_uniform
 
 __all__ = ["PVSmearingTable", "parse_pv_smearing", "smear_vertices", "PVReconstruction"]
 
@@ -84,6 +86,25 @@ def smear_vertices(true_xyz: np.ndarray, u: np.ndarray, g: np.ndarray, table: PV
     return reco, sigma, comp
 
 
+@nb.njit(cache=True)
+def _smear_kernel(key_u, key_g, event_numbers, ev, index, tx, ty, tz, mu, f1, f2, sigmas):
+    """:func:`smear_vertices` of every collision with its keyed uniforms/normals, in one pass."""
+    n = tx.shape[0]
+    out = np.empty((3, n))
+    cov = np.zeros((n, 3, 3))
+    for i in range(n):
+        e = event_numbers[ev[i]]
+        for c in range(3):
+            u = counter_uniform(key_u, e, index[i], c)
+            g = counter_normal(key_g, e, index[i], c)
+            k = 0 if u < f1[c] else (1 if u < f1[c] + f2[c] else 2)
+            s = sigmas[c, k]
+            t = tx[i] if c == 0 else (ty[i] if c == 1 else tz[i])
+            out[c, i] = t + mu[c] + s * g
+            cov[i, c, c] = s * s
+    return out[0], out[1], out[2], cov
+
+
 class PVReconstruction(Algorithm):
     """Reconstructed primary vertices: triple-Gaussian smearing of the MC collision vertices.
 
@@ -104,17 +125,13 @@ class PVReconstruction(Algorithm):
 
     def execute(self, ctx, Collisions):
         n = len(Collisions)
-        events = ctx.event_numbers[Collisions.event_index]
         index = Collisions["collision"] if "collision" in Collisions else Collisions.local_index
-        u = ctx.random.uniform(events, index, stream=0, n=3)
-        g = ctx.random.normal(events, index, stream=1, n=3)
-        true_xyz = np.stack([Collisions["x"], Collisions["y"], Collisions["z"]], axis=1) if n else np.zeros((0, 3))
-        reco, sigma, _ = smear_vertices(true_xyz, u.reshape(n, 3), g.reshape(n, 3), self.table)
-        cov = np.zeros((n, 3, 3))
-        idx = np.arange(3)
-        cov[:, idx, idx] = sigma * sigma
+        # u = ctx.random.uniform(event, collision, stream=0, n=3), g = ctx.random.normal(..., stream=1, n=3)
+        x, y, z, cov = _smear_kernel(ctx.random.key_for(0), ctx.random.key_for(1),
+                                     np.asarray(ctx.event_numbers, np.int64), Collisions.event_index,
+                                     np.ascontiguousarray(index, dtype=np.int64),
+                                     *(np.ascontiguousarray(Collisions[c], dtype=np.float64) for c in COORDS),
+                                     self.table.mu, self.table.f1, self.table.f2, self.table.sigmas)
         self.counter("PVs").increment(n)
-        return Collection({
-            "x": reco[:, 0], "y": reco[:, 1], "z": reco[:, 2], "cov": cov,
-            "collision": np.asarray(index, dtype=np.int32),
-        }, Collisions.offsets, ctx.event_numbers)
+        return Collection({"x": x, "y": y, "z": z, "cov": cov, "collision": np.asarray(index, dtype=np.int32)},
+                          Collisions.offsets, ctx.event_numbers)

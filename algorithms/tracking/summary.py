@@ -13,6 +13,7 @@ reconstructed objects.
 """
 from __future__ import annotations
 
+import numba as nb
 import numpy as np
 
 from framework import Algorithm, Collection, Input, Output
@@ -20,15 +21,26 @@ from framework import Algorithm, Collection, Input, Output
 __all__ = ["RecSummary", "summarize"]
 
 
+@nb.njit(cache=True)
+def _count_types(ev, tt, n_events):
+    """Per event: numbers of type 3, 4, 5 tracks ([3, n_events] int32) and their sum (int32)."""
+    counts = np.zeros((3, n_events), np.int32)
+    total = np.zeros(n_events, np.int32)
+    for i in range(ev.shape[0]):
+        t = tt[i]
+        if t == 3 or t == 4 or t == 5:
+            counts[t - 3, ev[i]] += 1
+            total[ev[i]] += 1
+    return counts, total
+
+
 def summarize(track_event_index, track_type, n_events, pv_counts, ntracks_override=None) -> dict:
     """Per-event counts (int32 arrays [n_events]).  ``track_type``: 3 long, 4 upstream,
     5 downstream; ``ntracks_override`` [n_events]: values >= 0 replace nTracks."""
-    ev = np.asarray(track_event_index, dtype=np.int64)
-    tt = np.asarray(track_type)
-    out = {}
-    for name, code in (("nLongTracks", 3), ("nUpstreamTracks", 4), ("nDownstreamTracks", 5)):
-        out[name] = np.bincount(ev[tt == code], minlength=n_events).astype(np.int32)
-    n = (out["nLongTracks"] + out["nUpstreamTracks"] + out["nDownstreamTracks"]).astype(np.int32)
+    ev = np.ascontiguousarray(track_event_index, dtype=np.int64)
+    tt = np.ascontiguousarray(track_type, dtype=np.int64)
+    counts, n = _count_types(ev, tt, int(n_events))
+    out = {"nLongTracks": counts[0], "nUpstreamTracks": counts[1], "nDownstreamTracks": counts[2]}
     if ntracks_override is not None:
         o = np.asarray(ntracks_override)
         n = np.where(o >= 0, o, n).astype(np.int32)

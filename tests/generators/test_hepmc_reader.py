@@ -16,7 +16,8 @@ pyhepmc = pytest.importorskip("pyhepmc")
 from framework import InputError, hookimpl  # noqa: E402
 from algorithms.generators import hepmc as H  # noqa: E402
 from algorithms.generators.truth_builder import (  # noqa: E402
-    C_MM_PER_NS, PHYSICAL_STATUSES, kept_species, nearest_kept_ancestor, select_truth)
+    C_MM_PER_NS, PHYSICAL_STATUSES, RawCollision, assemble_truth, kept_species, kept_species_fast,
+    nearest_kept_ancestor, select_truth, select_truth_batch)
 
 SHARED = Path(os.environ.get("FLASHSIM_SHARED", Path(__file__).resolve().parents[2] / ".." / "shared")).resolve()
 DST_DIR = SHARED / "data" / "hepmc" / "DSt_Pi"
@@ -352,3 +353,57 @@ def test_missing_input_is_a_configuration_error(tmp_path):
         H.expand_inputs([str(tmp_path / "nothing.mc2")])
     with pytest.raises(ConfigurationError, match="Grouping"):
         H.HepMCReader("r", Grouping="files")
+
+
+# ------------------------------------------------------------------------------------------
+def assert_same_truth(got, ref):
+    assert set(got) == set(ref)
+    for key in ref:
+        a, b = got[key], ref[key]
+        np.testing.assert_array_equal(a.offsets, b.offsets, err_msg=key)
+        assert a.names == b.names, key
+        for col in b.names:
+            assert a[col].dtype == b[col].dtype, (key, col)
+            np.testing.assert_array_equal(a[col], b[col], err_msg=f"{key}.{col}")
+
+
+def random_raw(rng, n):
+    """A random acyclic generator record: beams, partons, a signal-at-rest subtree, shared end vertices."""
+    parent = np.array([-1 if i < 2 or rng.random() < 0.05 else rng.integers(0, i) for i in range(n)], np.int64)
+    status = rng.choice([1, 2, 3, 777, 889, 998, 999, 4], n, p=[.4, .2, .1, .1, .05, .03, .1, .02]).astype(np.int32)
+    pid = rng.choice([211, -321, 2212, 22, 11, -13, 21, 2, 2203, 1000010020, 990, 9902210, 12], n).astype(np.int32)
+    end_key = np.where(rng.random(n) < 0.4, rng.integers(0, max(n // 3, 1), n), -1)
+    is_beam = np.zeros(n, bool)
+    is_beam[:2] = True
+    return RawCollision(pid=pid, status=status, px=rng.normal(0, 1e3, n), py=rng.normal(0, 1e3, n),
+                        pz=rng.normal(0, 1e4, n), E=rng.exponential(1e4, n), mass=rng.exponential(100, n),
+                        parent=parent, end_key=end_key, end_pos=rng.normal(0, 1, (n, 4)), pv=rng.normal(0, 1, 4),
+                        is_beam=is_beam, pv_children=rng.random(n) < 0.3)
+
+
+def test_batched_selection_equals_per_collision_path_random_trees():
+    rng = np.random.default_rng(11)
+    events = [[random_raw(rng, int(rng.integers(0, 300))) for _ in range(int(rng.integers(0, 4)))]
+              for _ in range(12)]
+    events[3] = []  # an event without collision
+    numbers = np.arange(100, 112)
+    ref = assemble_truth([[select_truth(r) for r in ev] for ev in events], numbers)
+    assert len(ref["Particles"]) > 100 and len(ref["Vertices"]) > 30
+    assert_same_truth(select_truth_batch(events, PHYSICAL_STATUSES, numbers), ref)
+    statuses = np.array([1, 999], np.int32)
+    assert_same_truth(select_truth_batch(events, statuses, numbers),
+                      assemble_truth([[select_truth(r, statuses) for r in ev] for ev in events], numbers))
+    pids = np.concatenate([r.pid for ev in events for r in ev])
+    np.testing.assert_array_equal(kept_species_fast(pids), kept_species(pids))
+    cyclic = random_raw(rng, 20)
+    cyclic.parent[5], cyclic.parent[6] = 6, 5
+    with pytest.raises(ValueError, match="cycle"):
+        select_truth_batch([[cyclic]])
+
+
+@needs_shared
+def test_batched_selection_equals_per_collision_path_lhcb_files():
+    events = [[H.genevent_to_raw(ev, "ns") for ev in read_all(p)] for p in FILES]
+    numbers = np.arange(10)
+    assert_same_truth(select_truth_batch(events, PHYSICAL_STATUSES, numbers),
+                      assemble_truth([[select_truth(r) for r in ev] for ev in events], numbers))
