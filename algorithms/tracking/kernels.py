@@ -18,7 +18,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from framework.random import counter_normal, counter_uniform
+from framework.random import counter_uniform, row_key, row_normal
 
 from .features import PZ_MIN_MEV, TRACKED_ABSPIDS
 
@@ -276,10 +276,9 @@ def _normal_noise(key, event_numbers, ev, mc, rows, n_draws):
     out = np.empty((rows.shape[0], n_draws), np.float32)
     for k in range(rows.shape[0]):
         i = rows[k]
-        e = event_numbers[ev[i]]
-        m = mc[i]
+        h = row_key(key, event_numbers[ev[i]], mc[i])
         for j in range(n_draws):
-            out[k, j] = np.float32(counter_normal(key, e, m, j))
+            out[k, j] = np.float32(row_normal(h, j))
     return out
 
 
