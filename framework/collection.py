@@ -186,6 +186,18 @@ class Collection:
         cols = {k: v[idx] for k, v in self._columns.items()}
         return Collection.from_counts(cols, counts, self._event_numbers)
 
+    def take(self, key: str, rows, out=None) -> np.ndarray:
+        """``self[key][rows]`` (into ``out`` if given); for a :meth:`select_lazy` collection the
+        rows are taken straight from the parent's column, without gathering the whole column."""
+        cols = self._columns
+        if isinstance(cols, _GatheredColumns) and key not in cols._done:
+            src, rows = cols._source[key], cols._idx[np.asarray(rows)]
+        else:
+            src = self[key]
+        if out is None:
+            return src[rows]
+        return np.take(src, rows, axis=0, out=out, mode="clip")
+
     def select_lazy(self, row_mask) -> "Collection":
         """As :meth:`select`, but each column is gathered only when first read: for wide
         collections of which a consumer reads a few columns."""

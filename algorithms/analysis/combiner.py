@@ -290,7 +290,7 @@ def _gather_nodes(head: dict, slots: list, rows) -> dict:
         arr[:, 0] = head[f]
         a = 1
         for j, s in enumerate(slots):
-            np.take(s[f"nodes_{f}"], rows[:, j], axis=0, out=arr[:, a:a + sizes[j]], mode="clip")
+            s.take(f"nodes_{f}", rows[:, j], out=arr[:, a:a + sizes[j]])
             a += sizes[j]
         out[f"nodes_{f}"] = arr
     return out

@@ -40,6 +40,13 @@ def test_select_lazy_equals_select_and_gathers_on_demand():
     np.testing.assert_array_equal(lazy.select(np.array([False, True, True]))["a"], [3, 4])
     with pytest.raises(KeyError, match="no column 'b'"):
         lazy["b"]
+    lazy2 = c.select_lazy(mask)
+    np.testing.assert_array_equal(lazy2.take("cov", [2, 0]), eager["cov"][[2, 0]])
+    assert "cov" not in lazy2._columns._done  # taken from the parent, not gathered
+    out = np.zeros((2, 3, 2, 2))
+    lazy.take("cov", np.array([1, 2]), out=out[:, 1])
+    np.testing.assert_array_equal(out[:, 1], eager["cov"][[1, 2]])
+    np.testing.assert_array_equal(eager.take("a", [0, 2]), [0, 4])
 
 
 def test_select_events_and_concat_roundtrip():
