@@ -7,7 +7,9 @@ processes.
 
 The generator is a chain of SplitMix64 finalisers (Steele, Lea & Flood 2014), a counter-based hash
 that passes BigCrush when used as a counter generator.  Uniforms carry 53 random bits and lie in the
-open interval (0, 1); normals use the Box-Muller transform of two such uniforms.
+open interval (0, 1); normals use the Box-Muller transform of two such uniforms: ``RandomStreams.normal``
+(and :func:`row_normals`/:func:`normal_pair_draw` in kernels) uses both halves of each pair (draws 2k and
+2k+1 share uniforms 2k, 2k+1); the older scalar :func:`counter_normal` uses only the cosine half.
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ __all__ = [
     "row_key",
     "row_uniform",
     "row_normal",
+    "row_normals",
+    "normal_pair_draw",
     "RandomStreams",
 ]
 
@@ -93,6 +97,40 @@ def row_normal(hrow, draw):
     return math.sqrt(-2.0 * math.log(u1)) * math.cos(_TWO_PI * u2)
 
 
+@nb.njit(cache=True, inline="always")
+def row_normals(hrow, first_draw, out):
+    """Fill ``out`` (1-D) with the normals of draws ``first_draw, first_draw + 1, ...`` of the object
+    hashed by :func:`row_key`: draw ``d`` is ``r cos(phi)`` for even ``d`` and ``r sin(phi)`` for odd
+    ``d``, with (r, phi) the Box-Muller transform of uniforms ``d - d % 2`` and ``d - d % 2 + 1`` --
+    both halves of each pair are used (one log, sqrt and sincos per two normals).  This is the
+    definition behind ``RandomStreams.normal``; it is a pure function of (key, event, index, draw)."""
+    n = out.shape[0]
+    j = 0
+    while j < n:
+        d = first_draw + j
+        base = d - (d & 1)
+        r = math.sqrt(-2.0 * math.log(row_uniform(hrow, base)))
+        phi = _TWO_PI * row_uniform(hrow, base + 1)
+        if d & 1:
+            out[j] = r * math.sin(phi)
+            j += 1
+        else:
+            out[j] = r * math.cos(phi)
+            if j + 1 < n:
+                out[j + 1] = r * math.sin(phi)
+            j += 2
+
+
+@nb.njit(cache=True)
+def normal_pair_draw(key, event, index, draw):
+    """Scalar form of :func:`row_normals` (the ``RandomStreams.normal`` numbers) for numba kernels."""
+    h = row_key(key, event, index)
+    base = draw - (draw & 1)
+    r = math.sqrt(-2.0 * math.log(row_uniform(h, base)))
+    phi = _TWO_PI * row_uniform(h, base + 1)
+    return r * math.sin(phi) if draw & 1 else r * math.cos(phi)
+
+
 @nb.njit(cache=True)
 def _uniform_array(key, events, indices, n_draws, first_draw):
     n = events.shape[0]
@@ -109,9 +147,7 @@ def _normal_array(key, events, indices, n_draws, first_draw):
     n = events.shape[0]
     out = np.empty((n, n_draws), dtype=np.float64)
     for i in range(n):
-        h = row_key(key, events[i], indices[i])
-        for j in range(n_draws):
-            out[i, j] = row_normal(h, first_draw + j)
+        row_normals(row_key(key, events[i], indices[i]), first_draw, out[i])
     return out
 
 

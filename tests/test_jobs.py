@@ -93,8 +93,9 @@ def test_validation_channel_lb2lcmunu(tmp_path):
     app, summary = run(OPTIONS / "Lb2Lcmunu_pgun.yaml", "ApplicationMgr.EvtMax=1500", f"ApplicationMgr.Output={out}")
     dt = arrays(out, "DecayTree")
     assert len(dt["Lb_M"]) > 50
-    # partially reconstructed: visible mass below the Lambda_b mass, corrected mass above the visible one
-    assert np.all(dt["Lb_M"] < 5619.6 + 50)
+    # partially reconstructed: visible mass below the Lambda_b mass (up to the momentum resolution at the
+    # endpoint, where the neutrino is soft), corrected mass above the visible one
+    assert np.mean(dt["Lb_M"] < 5619.6 + 50) > 0.98 and np.median(dt["Lb_M"]) < 5619.6 - 500
     assert np.median(dt["Lb_MCORR"]) > np.median(dt["Lb_M"])
     qc = np.percentile(dt["Lc_M"], [50])
     assert abs(qc[0] - 2286.5) < 10

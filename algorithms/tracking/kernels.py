@@ -9,7 +9,7 @@ Every kernel reproduces, bit for bit, the numpy code it replaces (tested in
 ``tests/tracking/test_kernels.py``): same float64 operations in the same order (no fast-math, no
 FMA contraction), float32 only where the numpy code cast to float32, and random numbers from the
 framework's public counter-based generator (:func:`framework.random.counter_uniform`,
-:func:`framework.random.counter_normal`) with the key of ``ctx.random.key_for(stream)`` -- the very
+:func:`framework.random.row_normals`) with the key of ``ctx.random.key_for(stream)`` -- the very
 numbers ``ctx.random.uniform/normal(event number, MC index, stream)`` return, keyed by (seed, run,
 algorithm, stream, event number, object index, draw), never by a row's position in the batch.
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from framework.random import counter_uniform, row_key, row_normal
+from framework.random import counter_uniform, row_key, row_normals
 
 from .features import PZ_MIN_MEV, TRACKED_ABSPIDS
 
@@ -274,11 +274,12 @@ def draw_track_types(key, event_numbers, ev, mc, idx, probs, n, codes):
 @nb.njit(cache=True)
 def _normal_noise(key, event_numbers, ev, mc, rows, n_draws):
     out = np.empty((rows.shape[0], n_draws), np.float32)
+    buf = np.empty(n_draws)
     for k in range(rows.shape[0]):
         i = rows[k]
-        h = row_key(key, event_numbers[ev[i]], mc[i])
+        row_normals(row_key(key, event_numbers[ev[i]], mc[i]), 0, buf)
         for j in range(n_draws):
-            out[k, j] = np.float32(row_normal(h, j))
+            out[k, j] = np.float32(buf[j])
     return out
 
 

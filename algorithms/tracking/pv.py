@@ -17,7 +17,7 @@ import numba as nb
 import numpy as np
 
 from framework import Algorithm, Collection, ConfigurationError, Input, Output
-from framework.random import counter_normal, counter_uniform
+from framework.random import counter_uniform, normal_pair_draw
 
 __all__ = ["PVSmearingTable", "parse_pv_smearing", "smear_vertices", "PVReconstruction"]
 
@@ -96,7 +96,7 @@ def _smear_kernel(key_u, key_g, event_numbers, ev, index, tx, ty, tz, mu, f1, f2
         e = event_numbers[ev[i]]
         for c in range(3):
             u = counter_uniform(key_u, e, index[i], c)
-            g = counter_normal(key_g, e, index[i], c)
+            g = normal_pair_draw(key_g, e, index[i], c)
             k = 0 if u < f1[c] else (1 if u < f1[c] + f2[c] else 2)
             s = sigmas[c, k]
             t = tx[i] if c == 0 else (ty[i] if c == 1 else tz[i])

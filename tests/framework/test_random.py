@@ -64,3 +64,21 @@ def test_row_hash_helpers_are_bit_identical_to_counter_functions():
         return bad
 
     assert mismatches(np.uint64(0xDEADBEEF12345)) == 0
+
+
+def test_paired_normals_match_scalar_form_and_are_independent_normals():
+    from framework.random import normal_pair_draw
+
+    rs = RandomStreams(7, 1, "alg")
+    ev = np.arange(20000)
+    z = rs.normal(ev, 3, stream=2, n=5)
+    key = rs.key_for(2)
+    for d in range(5):
+        assert np.array_equal(z[:50, d], [normal_pair_draw(key, e, 3, d) for e in range(50)])
+    # an odd first draw gives the same numbers as the full row
+    assert np.array_equal(rs.normal(ev[:50], 3, stream=2, n=3, first_draw=1), z[:50, 1:4])
+    for d in range(5):
+        assert stats.kstest(z[:, d], "norm").pvalue > 1e-3
+    # the cosine and sine halves of a pair are uncorrelated, and so are their squares
+    assert abs(np.corrcoef(z[:, 0], z[:, 1])[0, 1]) < 4 / np.sqrt(len(ev))
+    assert abs(np.corrcoef(z[:, 0] ** 2, z[:, 1] ** 2)[0, 1]) < 4 / np.sqrt(len(ev))
