@@ -38,15 +38,29 @@ def run_job(options, overrides, plugins):
 
 def table(title, app, summary, wall, onnx, n_events, per=None):
     print(f"\n## {title}")
-    print(f"{'stage':<24} {'total (s)':>9} {'µs/event':>10} {'share':>7}" + (f" {'µs/' + per[0]:>12}" if per else ""))
+    print(f"{'stage':<24} {'total (s)':>9} {'µs/event':>10} {'CPU µs/ev':>10} {'share':>7}"
+          + (f" {'µs/' + per[0]:>12}" if per else ""))
     for name, t in summary["timing"].items():
         extra = f" {1e6 * t['total_s'] / max(per[1], 1):>12.3f}" if per else ""
-        print(f"{name:<24} {t['total_s']:>9.3f} {1e6 * t['total_s'] / n_events:>10.2f} {100 * t['share']:>6.1f}%{extra}")
+        print(f"{name:<24} {t['total_s']:>9.3f} {1e6 * t['total_s'] / n_events:>10.2f} "
+              f"{1e6 * t.get('cpu_s', 0.0) / n_events:>10.2f} {100 * t['share']:>6.1f}%{extra}")
     algs = sum(t["total_s"] for t in summary["timing"].values())
-    print(f"{'all algorithms':<24} {algs:>9.3f} {1e6 * algs / n_events:>10.2f}")
-    print(f"events/s (wall, incl. output): {n_events / wall:,.0f}   ONNX Runtime share of algorithm time: "
+    cpu = sum(t.get("cpu_s", 0.0) for t in summary["timing"].values())
+    print(f"{'all algorithms':<24} {algs:>9.3f} {1e6 * algs / n_events:>10.2f} {1e6 * cpu / n_events:>10.2f}"
+          f"   -> {n_events / max(algs, 1e-12):,.0f} events/s (wall), {n_events / max(cpu, 1e-12):,.0f} (CPU time)")
+    print(f"events/s (wall, incl. start-up and output): {n_events / wall:,.0f}   ONNX Runtime share of algorithm time: "
           f"{100 * onnx / max(algs, 1e-12):.1f}%   peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     return algs
+
+
+def reference_loop() -> float:
+    """CPU seconds of a fixed pure-Python loop: a yardstick of the machine's state when the numbers
+    were taken (shared or throttled machines drift by up to 2x; compare runs at equal yardstick)."""
+    t = time.thread_time()
+    s = 0
+    for i in range(5_000_000):
+        s += i * i
+    return time.thread_time() - t
 
 
 def flagship(n, plugins, tmp):
@@ -54,7 +68,9 @@ def flagship(n, plugins, tmp):
     base = [f"ApplicationMgr.Output={tmp}/flagship.root", "ApplicationMgr.ProgressInterval=0"]
     run_job(opts, base + ["ApplicationMgr.EvtMax=2000"], plugins)  # warm-up (numba cache, model load)
     app, summary, wall, onnx = run_job(opts, base + [f"ApplicationMgr.EvtMax={n}"], plugins)
+    yard = reference_loop()
     table(f"flagship B+ → J/ψ K+ particle gun, {n} events, batch {app.BatchSize}", app, summary, wall, onnx, n)
+    print(f"machine yardstick (5M-iteration Python loop, CPU s): {yard:.2f} before, {reference_loop():.2f} after")
 
 
 def _counter(app, alg, name):
