@@ -14,6 +14,11 @@ from typing import Iterable, Mapping
 import numpy as np
 
 
+def _rows(v: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``v[idx]`` along the first axis (``np.take`` is faster than fancy indexing for ndim > 1)."""
+    return np.take(v, idx, axis=0) if v.ndim > 1 else v[idx]
+
+
 class _GatheredColumns(_MappingABC):
     """Columns of ``source`` at rows ``idx``, gathered on first access (lazy row selection)."""
 
@@ -25,7 +30,7 @@ class _GatheredColumns(_MappingABC):
     def __getitem__(self, key):
         v = self._done.get(key)
         if v is None:
-            v = self._source[key][self._idx]
+            v = _rows(self._source[key], self._idx)
             self._done[key] = v
         return v
 
@@ -183,7 +188,7 @@ class Collection:
         else:
             idx = row_mask.astype(np.int64)
         counts = np.bincount(self.event_index[idx], minlength=self.n_events)
-        cols = {k: v[idx] for k, v in self._columns.items()}
+        cols = {k: _rows(v, idx) for k, v in self._columns.items()}
         return Collection.from_counts(cols, counts, self._event_numbers)
 
     def take(self, key: str, rows, out=None) -> np.ndarray:
@@ -220,7 +225,7 @@ class Collection:
         counts = self.counts[events]
         starts = self.offsets[:-1][events]
         idx = np.repeat(starts - np.concatenate(([0], np.cumsum(counts)[:-1])), counts) + np.arange(counts.sum())
-        cols = {k: v[idx] for k, v in self._columns.items()}
+        cols = {k: _rows(v, idx) for k, v in self._columns.items()}
         numbers = None if self._event_numbers is None else self._event_numbers[events]
         return Collection.from_counts(cols, counts, numbers)
 

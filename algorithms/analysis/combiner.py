@@ -306,7 +306,7 @@ def merge_particles(colls, n_events: int, event_numbers=None, dedupe_tracks: boo
     ev = np.concatenate([c.event_index for c in colls])
     order = np.argsort(ev, kind="stable")
     ev = ev[order]
-    cols = {k: v[order] for k, v in cols.items()}
+    cols = {k: (np.take(v, order, axis=0) if v.ndim > 1 else v[order]) for k, v in cols.items()}
     if dedupe_tracks and len(ev):
         key = np.stack([ev, cols["track"].astype(np.int64), cols["pid"].astype(np.int64)], 1)
         _, first = np.unique(key, axis=0, return_index=True)
