@@ -114,14 +114,21 @@ def _long_track_pulls(shared):
     return _PULLS["long"]
 
 
-#: measured shortfalls of the shipped models (this test's rows/noise; card validation.pulls in brackets)
+def _card_validation():
+    import yaml
+
+    return yaml.safe_load(COV_MODEL.with_suffix(".yaml").read_text())["validation"] if COV_MODEL.is_file() else {}
+
+
+_CARD = _card_validation()
+#: long-track pull-tail shortfalls of the shipped models, from the card (validation.pulls.long: same held-out rows,
+#: other noise draws than this test's); the statistical error of a tail-fraction ratio is about +-3 %, so a
+#: variable is xfail (not strict) where the card's figure is not at least that far inside the 5 % tolerance
 _TAIL_SHORTFALL = {
-    "x": "long-track x pull tail fraction 4.26 % vs reference 3.55 % (+20 %; card +16 %): the resolution flow's "
-         "|dx| couples to ghostProb/chi2 more weakly than the reference's (Spearman 0.08 vs 0.105)",
-    "y": "long-track y pull tail fraction 3.29 % vs reference 2.77 % (+19 %; card +21 %), as for x",
-    "tx": "long-track tx pull tail fraction 2.99 % vs 2.83 % (+5.6 % on these rows, +3.3 % in the card; the "
-          "statistical error of the difference is about +-3 %)",
-}
+    var: (f"long-track {var} pull tail fraction {v['generated']['tail_gt3']:.2%} vs reference "
+          f"{v['reference']['tail_gt3']:.2%} ({v['tail_rel_diff']:+.1%}, card's single noise draw; the mean over draws "
+          "is in docs/tracking_generative.md)")
+    for var, v in _CARD.get("pulls", {}).get("long", {}).items() if abs(v["tail_rel_diff"] or 0.0) > 0.02}
 
 
 @pytest.mark.parametrize("var", ["x", "y", "tx", "ty", "qop"])
@@ -168,8 +175,8 @@ def test_chain_reproducible_and_symmetric():
     assert cov_alg.binomial_counter("PD guard used") is not None
 
 
-#: measured C2ST AUC of the shipped model per log10 p bin (card: validation.c2st_auc_by_log10p); target <= 0.55
-_AUC_MEASURED = {"log10p_1.9_3.5": 0.7473, "log10p_3.5_4.0": 0.6556, "log10p_4.0_4.5": 0.6863, "log10p_4.5_6.0": 0.7406}
+#: measured C2ST AUC of the shipped model per log10 p bin (its card: validation.c2st_auc_by_log10p); target <= 0.55
+_AUC_MEASURED = {k: v["auc"] for k, v in _CARD.get("c2st_auc_by_log10p", {}).items()}
 _HELDOUT_CACHE = {}
 
 

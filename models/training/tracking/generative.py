@@ -42,8 +42,12 @@ __all__ = [
     "Gaussianizer",
     "track_type_group",
     "table_group",
+    "slope_sq",
     "MomentumScale",
     "ConditionScaler",
+    "DerivedConditions",
+    "train_regression",
+    "regression_loc_scale",
     "build_flow",
     "sample_u_numpy",
     "calibrate_flow",
@@ -103,14 +107,29 @@ class Gaussianizer:
             q[:, k] = np.maximum(q[:, k], q[:, k - 1] + eps)
         return q
 
-    def fit(self, t: np.ndarray, groups=None, n_groups: int = 1):
+    def fit(self, t: np.ndarray, groups=None, n_groups: int = 1, n_sub: int = 1, min_rows: int = 400):
+        """One table per group.  ``n_sub`` > 1: groups ``k`` are sub-groups of the coarse group
+        ``k // n_sub`` (e.g. slope bins of a track type x momentum bin); a sub-group with fewer than
+        ``min_rows`` rows gets the table of its whole coarse group."""
         from scipy.special import ndtr
 
         t = np.asarray(t, dtype=np.float64)
         groups = np.zeros(len(t), np.int64) if groups is None else np.asarray(groups, np.int64)
         levels = ndtr(self.g)
-        self.q = np.stack([self._table(t[groups == k], levels) for k in range(n_groups)])
+        tabs = []
+        for k in range(n_groups):
+            m = self._rows(groups, k, n_sub, min_rows)
+            tabs.append(self._table(t[m], levels) if m.any() else np.tile(levels, (t.shape[1], 1)))
+        self.q = np.stack(tabs)
+        self.n_sub, self.min_rows = n_sub, min_rows
         return self
+
+    @staticmethod
+    def _rows(groups, k, n_sub, min_rows):
+        m = groups == k
+        if n_sub > 1 and m.sum() < min_rows:
+            m = (groups // n_sub) == (k // n_sub)
+        return m
 
     def forward(self, t, groups=None):
         t = np.asarray(t, dtype=np.float64)
@@ -137,8 +156,12 @@ class Gaussianizer:
         groups = np.asarray(groups, np.int64)
         groups_gen = np.asarray(groups_gen, np.int64)
         worst = 0.0
+        n_sub, min_rows = getattr(self, "n_sub", 1), getattr(self, "min_rows", 400)
         for k in range(self.q.shape[0]):
-            tk, uk = t[groups == k], np.sort(np.asarray(u_gen, dtype=np.float64)[groups_gen == k], axis=0)
+            # sparse sub-groups are calibrated on their whole coarse group (as they were fitted)
+            mk = self._rows(groups, k, n_sub, min_rows)
+            mg = (groups_gen // n_sub) == (k // n_sub) if mk.sum() != (groups == k).sum() else groups_gen == k
+            tk, uk = t[mk], np.sort(np.asarray(u_gen, dtype=np.float64)[mg], axis=0)
             if len(tk) == 0 or len(uk) == 0:
                 continue
             levels = np.empty((t.shape[1], len(self.g)))
@@ -169,14 +192,27 @@ def track_type_group(x):
     return (x[:, 10] > 0.5).astype(np.int64) + 2 * (x[:, 11] > 0.5).astype(np.int64)
 
 
-def table_group(x, p_edges=(), log10p_column: int = 5):
+def slope_sq(x):
+    """tx^2 + ty^2 (float32, the graph's arithmetic) from the tracking model inputs (columns 3, 4)."""
+    x = np.asarray(x)
+    tx, ty = x[:, 3].astype(np.float32), x[:, 4].astype(np.float32)
+    return tx * tx + ty * ty
+
+
+def table_group(x, p_edges=(), log10p_column: int = 5, theta_edges=()):
     """Group index of the quantile tables: track type x momentum bin (``p_edges``: inner edges in
-    log10(p/MeV); none = per track type only), ``type * (len(p_edges) + 1) + bin`` -- the graph's
-    arithmetic (comparisons summed), so rows exactly on an edge agree."""
+    log10(p/MeV); none = per track type only) x polar-slope bin (``theta_edges``: inner edges of
+    sqrt(tx^2 + ty^2)), ``(type * (len(p_edges) + 1) + pbin) * (len(theta_edges) + 1) + thbin`` --
+    the graph's arithmetic (comparisons summed), so rows exactly on an edge agree."""
     x = np.asarray(x)
     lp = x[:, log10p_column].astype(np.float32)
     pbin = sum((lp >= np.float32(e)).astype(np.int64) for e in p_edges) if p_edges else 0
-    return track_type_group(x) * (len(p_edges) + 1) + pbin
+    g = track_type_group(x) * (len(p_edges) + 1) + pbin
+    if theta_edges:
+        t2 = slope_sq(x)
+        g = g * (len(theta_edges) + 1) + sum((t2 >= np.float32(e) * np.float32(e)).astype(np.int64)
+                                             for e in theta_edges)
+    return g
 
 
 def _knot_position(log10_p, lo, hi, n_knots):
@@ -251,6 +287,36 @@ class MomentumScale:
         return tab.reshape(G_ * K, 4 * D).astype(np.float32)
 
 
+class DerivedConditions:
+    """Extra condition features computed inside the graph from the raw tracking inputs (columns 3, 4 =
+    tx, ty): log(theta + 1e-3), log(|tx| + 1e-3), log(|ty| + 1e-3) with theta = sqrt(tx^2 + ty^2) --
+    the reference's fit quality and covariances change sharply near the beam pipe (theta < 0.03) and
+    along the cross-shaped inner tracker (small |tx| or |ty|), which asinh-scaled slopes resolve
+    poorly.  Standardised with the training sample's mean and std."""
+
+    n = 3
+    EPS = 1e-3
+
+    @classmethod
+    def numpy(cls, x):
+        x = np.asarray(x, dtype=np.float32)
+        tx, ty = x[:, 3], x[:, 4]
+        th = np.sqrt(tx * tx + ty * ty)
+        return np.stack([np.log(th + cls.EPS), np.log(np.abs(tx) + cls.EPS), np.log(np.abs(ty) + cls.EPS)], axis=1)
+
+    def fit(self, x):
+        v = self.numpy(x).astype(np.float64)
+        self.loc, self.scale = v.mean(axis=0), np.maximum(v.std(axis=0), 1e-6)
+        return self
+
+    def torch(self, x):
+        import torch
+
+        tx, ty = x[:, 3:4], x[:, 4:5]
+        th = torch.sqrt(tx * tx + ty * ty)
+        return torch.log(torch.cat([th, torch.abs(tx), torch.abs(ty)], dim=1) + self.EPS)
+
+
 class ConditionScaler:
     """c = asinh((x - median) / robust_sigma) for continuous columns; flags untouched."""
 
@@ -274,7 +340,9 @@ class ConditionScaler:
 def build_flow(n_cond: int, dim: int, scaler: ConditionScaler, gauss: Gaussianizer,
                n_layers: int = 6, hidden: int = 48, embed: int = 16, postprocess=None, seed: int = 0,
                mscale: "MomentumScale | None" = None, log10p_column: int = 5, depth: int = 1,
-               activation: str = "silu", embed_hidden: int | None = None, p_edges=()):
+               activation: str = "silu", embed_hidden: int | None = None, p_edges=(), theta_edges=(),
+               derived: "DerivedConditions | None" = None, embed_layers: int = 1,
+               residual_columns=None, reg_hidden: int = 64):
     """The conditional flow as a torch module with ``log_prob(u, x)`` (training) and
     ``forward(x, noise)`` (sampling: the exported graph).
 
@@ -286,6 +354,12 @@ def build_flow(n_cond: int, dim: int, scaler: ConditionScaler, gauss: Gaussianiz
     * each coupling: ``h = act(A a + c_l)`` (``depth`` hidden layers of width ``hidden``), then the
       (log-scale, shift) of the other half; a learned invertible linear mixing (Glow-style
       P L U, frozen to one small MatMul at export) follows;
+    * ``derived``: extra condition features computed in the graph from the raw inputs (e.g. the polar
+      slope) appended to the scaled conditions; ``embed_layers`` hidden layers in the embedding MLP;
+    * ``residual_columns``: deterministic-plus-residual parametrisation -- a regression MLP
+      (``reg``, trained first by :func:`train_regression`, then frozen) gives a conditional location
+      mu(x) and scale sigma(x) of those (normalised) targets; the quantile tables and the flow model
+      r = (t - mu) / sigma (the graph: t = r sigma + mu after the inverse quantile transform);
     * inverse quantile table and momentum loc/scale tables are read with one Gather each (paired
       rows: value and slope)."""
     import torch
@@ -366,7 +440,21 @@ def build_flow(n_cond: int, dim: int, scaler: ConditionScaler, gauss: Gaussianiz
             self.register_buffer("c_loc", f32(scaler.loc))
             self.register_buffer("c_scale", f32(scaler.scale))
             self.register_buffer("c_squash", f32(scaler.squash.astype(np.float32)))
-            self.embed = nn.Sequential(nn.Linear(n_cond, embed_hidden), act(), nn.Linear(embed_hidden, embed), act())
+            self.derived = derived
+            if derived is not None:
+                self.register_buffer("d_loc", f32(derived.loc))
+                self.register_buffer("d_scale", f32(derived.scale))
+            n_c = n_cond + (derived.n if derived is not None else 0)
+            emb = [nn.Linear(n_c, embed_hidden), act()]
+            for _ in range(embed_layers - 1):
+                emb += [nn.Linear(embed_hidden, embed_hidden), act()]
+            self.embed = nn.Sequential(*emb, nn.Linear(embed_hidden, embed), act())
+            self.has_reg = residual_columns is not None
+            if self.has_reg:
+                mask = np.zeros(dim, np.float32)
+                mask[list(residual_columns)] = 1.0
+                self.register_buffer("reg_mask", f32(mask))
+                self.reg = nn.Sequential(nn.Linear(n_c, reg_hidden), act(), nn.Linear(reg_hidden, 2 * dim))
             self.base = nn.Linear(embed, 2 * dim)
             nn.init.zeros_(self.base.weight)  # base affine starts at the identity
             nn.init.zeros_(self.base.bias)
@@ -374,6 +462,7 @@ def build_flow(n_cond: int, dim: int, scaler: ConditionScaler, gauss: Gaussianiz
             # inverse Gaussianisation: rows (q_k, q_{k+1} - q_k)
             self.register_buffer("q_pair", f32(gauss.graph_table()))
             self.n_groups = gauss.q.shape[0]
+            self.theta_edges = tuple(float(e) for e in theta_edges)
             self.K = gauss.q.shape[2]
             self.DK = dim * self.K
             self.g0 = float(gauss.g[0])
@@ -382,7 +471,8 @@ def build_flow(n_cond: int, dim: int, scaler: ConditionScaler, gauss: Gaussianiz
             self.dim = dim
             self.p_edges = tuple(float(e) for e in p_edges)
             self.log10p_column = log10p_column
-            assert self.n_groups == 3 * (len(self.p_edges) + 1), "quantile tables: one per track type x p bin"
+            assert self.n_groups == 3 * (len(self.p_edges) + 1) * (len(self.theta_edges) + 1), \
+                "quantile tables: one per track type x p bin x slope bin"
             self.postprocess = postprocess
             self.has_mscale = mscale is not None
             if self.has_mscale:
@@ -395,11 +485,24 @@ def build_flow(n_cond: int, dim: int, scaler: ConditionScaler, gauss: Gaussianiz
         def set_gauss(self, gauss_):
             self.q_pair.copy_(torch.as_tensor(gauss_.graph_table()))
 
-        def cond(self, x):
+        def features(self, x):
             c = (x - self.c_loc) / self.c_scale
             a = torch.abs(c)  # asinh, written with ONNX-exportable ops
             ash = torch.sign(c) * torch.log(a + torch.sqrt(a * a + 1.0))
             c = self.c_squash * ash + (1.0 - self.c_squash) * c
+            if self.derived is not None:
+                c = torch.cat([c, (self.derived.torch(x) - self.d_loc) / self.d_scale], dim=1)
+            return c
+
+        def reg_loc_scale(self, c):
+            """Conditional (mu, sigma) of the residual columns (0, 1 elsewhere)."""
+            h = self.reg(c)
+            mu = h[:, : self.dim] * self.reg_mask
+            log_s = 3.0 * torch.tanh(h[:, self.dim:] / 3.0) * self.reg_mask
+            return mu, torch.exp(log_s)
+
+        def cond(self, x, c=None):
+            c = self.features(x) if c is None else c
             e = self.embed(c)
             h = self.base(e)
             return 3.0 * torch.tanh(h[:, : self.dim] / 3.0), h[:, self.dim:], e
@@ -415,8 +518,8 @@ def build_flow(n_cond: int, dim: int, scaler: ConditionScaler, gauss: Gaussianiz
             logdet = logdet - s.sum(dim=1)
             return -0.5 * (z * z).sum(dim=1) - 0.5 * self.dim * math.log(2 * math.pi) + logdet
 
-        def sample_u(self, x, noise):
-            s, t, e = self.cond(x)
+        def sample_u(self, x, noise, c=None):
+            s, t, e = self.cond(x, c)
             z = noise * torch.exp(s) + t
             for layer in self.layers:
                 z = layer.sample(z, e)
@@ -426,13 +529,20 @@ def build_flow(n_cond: int, dim: int, scaler: ConditionScaler, gauss: Gaussianiz
             return (x[:, 10:11] > 0.5).to(torch.long) + 2 * (x[:, 11:12] > 0.5).to(torch.long)
 
         def table_group(self, x, tgrp):
-            if not self.p_edges:
-                return tgrp
-            lp = x[:, self.log10p_column:self.log10p_column + 1]
-            pbin = (lp >= self.p_edges[0]).to(torch.long)
-            for edge in self.p_edges[1:]:
-                pbin = pbin + (lp >= edge).to(torch.long)
-            return tgrp * (len(self.p_edges) + 1) + pbin
+            g = tgrp
+            if self.p_edges:
+                lp = x[:, self.log10p_column:self.log10p_column + 1]
+                pbin = (lp >= self.p_edges[0]).to(torch.long)
+                for edge in self.p_edges[1:]:
+                    pbin = pbin + (lp >= edge).to(torch.long)
+                g = g * (len(self.p_edges) + 1) + pbin
+            if self.theta_edges:
+                t2 = x[:, 3:4] * x[:, 3:4] + x[:, 4:5] * x[:, 4:5]
+                tbin = (t2 >= float(np.float32(self.theta_edges[0]) ** 2)).to(torch.long)
+                for edge in self.theta_edges[1:]:
+                    tbin = tbin + (t2 >= float(np.float32(edge) ** 2)).to(torch.long)
+                g = g * (len(self.theta_edges) + 1) + tbin
+            return g
 
         def ungauss(self, u, grp):
             pos = (u - self.g0) * self.inv_dg
@@ -456,7 +566,11 @@ def build_flow(n_cond: int, dim: int, scaler: ConditionScaler, gauss: Gaussianiz
 
         def forward(self, x, noise):
             tgrp = self.group(x)
-            t = self.ungauss(self.sample_u(x, noise), self.table_group(x, tgrp))
+            c = self.features(x)
+            t = self.ungauss(self.sample_u(x, noise, c), self.table_group(x, tgrp))
+            if self.has_reg:
+                mu, sig = self.reg_loc_scale(c)
+                t = t * sig + mu
             if self.has_mscale:
                 loc, sc = self.loc_scale(x, tgrp)
                 t = t * sc + loc
@@ -491,6 +605,70 @@ def calibrate_flow(flow, gauss: Gaussianizer, x, t_norm, groups, n_draws: int = 
     worst = gauss.calibrate(t_norm, groups, u, np.concatenate([groups] * n_draws))
     flow.set_gauss(gauss)
     return worst
+
+
+def regression_loc_scale(flow, x, chunk=65536):
+    """(mu, sigma) float64 numpy of a flow's regression head (deterministic-plus-residual models)."""
+    import torch
+
+    mus, sigs = [], []
+    flow.eval()
+    with torch.no_grad():
+        for i in range(0, len(x), chunk):
+            mu, sig = flow.reg_loc_scale(flow.features(torch.as_tensor(np.asarray(x[i:i + chunk], np.float32))))
+            mus.append(mu.double().numpy())
+            sigs.append(sig.double().numpy())
+    return np.concatenate(mus), np.concatenate(sigs)
+
+
+def train_regression(flow, x_train, t_train, x_val, t_val, *, max_seconds=120.0, batch_size=4096, lr=3e-3,
+                     threads=1, seed=0, log=print):
+    """Stage 1 of the deterministic-plus-residual parametrisation: fit the flow's regression head
+    (conditional location mu and scale sigma of the residual columns of the normalised targets) by
+    Gaussian NLL -- after clipping the targets at +-8 so the reference's rare outliers do not drive
+    it -- then freeze it.  Returns a dict of training figures."""
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    xt = torch.as_tensor(np.asarray(x_train, np.float32))
+    tt = torch.as_tensor(np.clip(np.asarray(t_train, np.float64), -8, 8).astype(np.float32))
+    xv = torch.as_tensor(np.asarray(x_val, np.float32))
+    tv = torch.as_tensor(np.clip(np.asarray(t_val, np.float64), -8, 8).astype(np.float32))
+    params = list(flow.reg.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    n = xt.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    mask = flow.reg_mask
+
+    def nll(xb, tb):
+        mu, sig = flow.reg_loc_scale(flow.features(xb))
+        z = (tb - mu) / sig
+        return ((0.5 * z * z + torch.log(sig)) * mask).sum(dim=1).mean()
+
+    t0, epoch, best, best_state = time.time(), 0, float("inf"), None
+    while time.time() - t0 < max_seconds:
+        perm = torch.randperm(n, generator=gen)
+        for k in range(max(n // batch_size, 1)):
+            frac = min((time.time() - t0) / max_seconds, 1.0)
+            for g in opt.param_groups:
+                g["lr"] = lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * frac)))
+            idx = perm[k * batch_size:(k + 1) * batch_size]
+            loss = nll(xt[idx], tt[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        epoch += 1
+        with torch.no_grad():
+            v = float(nll(xv, tv))
+        if v < best:
+            best, best_state = v, {k: t.detach().clone() for k, t in flow.reg.state_dict().items()}
+        log(f"  regression epoch {epoch:3d}  val nll {v:.4f}  ({time.time() - t0:.0f}s)")
+    flow.reg.load_state_dict(best_state)
+    for prm in params:
+        prm.requires_grad_(False)
+    return {"regression_epochs": epoch, "regression_seconds": round(time.time() - t0, 1),
+            "regression_best_val_nll": round(best, 5)}
 
 
 def train_flow(flow, x_train, u_train, x_val, u_val, *, max_seconds=600.0, max_epochs=1000,
@@ -549,6 +727,99 @@ def train_flow(flow, x_train, u_train, x_val, u_val, *, max_seconds=600.0, max_e
     flow.eval()
     return {"epochs": epoch, "seconds": round(time.time() - t0, 1), "best_val_nll": round(best, 5),
             "final_train_nll": round(history[-1][1], 5)}
+
+
+def add_model_arguments(ap, *, max_seconds, seed, theta_edges, residual, derived=True, embed_layers=2):
+    """Command-line options shared by train_resolution and train_covariance (defaults: the shipped model's)."""
+    import argparse
+
+    ap.add_argument("--max-seconds", type=float, default=max_seconds, help="flow training time budget [s]")
+    ap.add_argument("--layers", type=int, default=6)
+    ap.add_argument("--hidden", type=int, default=48)
+    ap.add_argument("--embed", type=int, default=16)
+    ap.add_argument("--embed-layers", type=int, default=embed_layers, help="hidden layers of the condition-embedding MLP")
+    ap.add_argument("--depth", type=int, default=1, help="hidden layers per coupling MLP")
+    ap.add_argument("--activation", default="silu", choices=("silu", "relu", "tanh"))
+    ap.add_argument("--theta-edges", default=",".join(str(e) for e in theta_edges),
+                    help="inner edges of sqrt(tx^2+ty^2) of the quantile tables ('' = none)")
+    ap.add_argument("--derived", action=argparse.BooleanOptionalAction, default=derived,
+                    help="derived slope features (DerivedConditions) in the conditions")
+    ap.add_argument("--residual", default=residual,
+                    help="deterministic-plus-residual parametrisation (regression head) of the targets: 'all', the "
+                         "momentum-scaled ones ('scaled'), a comma-separated list of target columns, or 'none'")
+    ap.add_argument("--reg-seconds", type=float, default=150.0, help="regression-head training budget [s]")
+    ap.add_argument("--no-calibration", action="store_true", help="skip the post-training marginal recalibration")
+    ap.add_argument("--batch-size", type=int, default=4096)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=seed)
+
+
+def theta_edges_of(args):
+    return tuple(float(v) for v in args.theta_edges.split(",") if v.strip())
+
+
+def fit_model(args, x, t, tr, va, *, mscale_columns, p_edges, postprocess, log=print):
+    """The whole training pipeline shared by both generative models: momentum loc/scale, optional
+    regression head (deterministic-plus-residual), per-group quantile tables (track type x p bin x
+    slope bin), flow training, marginal recalibration.  Returns ``(flow, fit figures)``."""
+    theta_edges = theta_edges_of(args)
+    grp = track_type_group(x)
+    lp = x[:, 5].astype(np.float64)
+    mscale = MomentumScale(columns=mscale_columns).fit(t[tr], lp[tr], grp[tr], n_groups=3)
+    ts = mscale.transform(t, lp, grp)
+    tgrp = table_group(x, p_edges, theta_edges=theta_edges)
+    n_sub = len(theta_edges) + 1
+    n_groups = 3 * (len(p_edges) + 1) * n_sub
+    gauss = Gaussianizer().fit(ts[tr], tgrp[tr], n_groups=n_groups, n_sub=n_sub)
+    scaler = ConditionScaler(flag_columns=range(6, 12)).fit(x[tr])
+    derived = DerivedConditions().fit(x[tr]) if args.derived else None
+    dim = t.shape[1]
+    named = {"all": list(range(dim)), "scaled": list(mscale_columns), "none": None}
+    residual_columns = named[args.residual] if args.residual in named else [int(v) for v in args.residual.split(",")]
+    flow = build_flow(x.shape[1], dim, scaler, gauss, n_layers=args.layers, hidden=args.hidden, embed=args.embed,
+                      postprocess=postprocess, seed=args.seed, mscale=mscale, depth=args.depth,
+                      activation=args.activation, p_edges=p_edges, theta_edges=theta_edges, derived=derived,
+                      embed_layers=args.embed_layers, residual_columns=residual_columns)
+    fit = {}
+    r = ts
+    if residual_columns is not None:
+        fit.update(train_regression(flow, x[tr], ts[tr], x[va], ts[va], max_seconds=args.reg_seconds,
+                                    batch_size=args.batch_size, lr=args.lr, threads=args.threads, seed=args.seed,
+                                    log=log))
+        mu, sig = regression_loc_scale(flow, x)
+        r = (ts - mu) / sig
+        gauss = Gaussianizer().fit(r[tr], tgrp[tr], n_groups=n_groups, n_sub=n_sub)
+        flow.set_gauss(gauss)
+    u = gauss.forward(r, tgrp).astype(np.float32)
+    fit.update(train_flow(flow, x[tr], u[tr], x[va], u[va], max_seconds=args.max_seconds,
+                          batch_size=args.batch_size, lr=args.lr, threads=args.threads, seed=args.seed, log=log))
+    if not args.no_calibration:
+        fit["calibration_max_cdf_shift"] = round(calibrate_flow(flow, gauss, x[tr], r[tr], tgrp[tr]), 5)
+    return flow, fit
+
+
+def preprocessing_notes(args, p_edges) -> str:
+    """The model-independent part of a card's ``technique.preprocessing`` text (from the settings)."""
+    th = theta_edges_of(args)
+    notes = [f"quantile tables (241 knots on g in [-5, 5]) per track type x log10 p bin (edges "
+             f"{', '.join(str(e) for e in p_edges)})"
+             + (f" x polar-slope bin sqrt(tx^2+ty^2) (edges {', '.join(str(e) for e in th)}; sub-groups with < 400 "
+                "training rows use their type x p table)" if th else "")]
+    if args.derived:
+        notes.append("derived conditions computed in the graph: log(theta + 1e-3), log(|tx| + 1e-3), log(|ty| + 1e-3)")
+    if args.residual != "none":
+        notes.append(f"deterministic-plus-residual ({args.residual} columns): a regression head (1 hidden layer of 64, "
+                     "Gaussian NLL on targets clipped at +-8, trained first, then frozen) gives mu(x), sigma(x); "
+                     "the tables and the flow model (t - mu) / sigma")
+    return "; ".join(notes)
+
+
+def technique_settings(args) -> dict:
+    return {"layers": args.layers, "hidden": args.hidden, "embed": args.embed, "embed_layers": args.embed_layers,
+            "depth": args.depth, "activation": args.activation, "theta_edges": list(theta_edges_of(args)),
+            "derived_conditions": bool(args.derived), "residual": args.residual,
+            "calibrated": not args.no_calibration}
 
 
 def export_onnx(flow, path, n_in: int, dim: int, opset: int = 17):

@@ -218,17 +218,10 @@ def main(argv=None):
     ap.add_argument("--output-dir", default=str(G.REPO / "models"))
     ap.add_argument("--resolution-model", default=None,
                     help="resolution ONNX for the pull validation (default: OUTPUT_DIR/trk2016_resolution.onnx)")
-    ap.add_argument("--max-seconds", type=float, default=720.0, help="training time budget")
-    ap.add_argument("--layers", type=int, default=6)
-    ap.add_argument("--hidden", type=int, default=48)
-    ap.add_argument("--embed", type=int, default=16)
-    ap.add_argument("--depth", type=int, default=1, help="hidden layers per coupling MLP")
-    ap.add_argument("--activation", default="silu", choices=("silu", "relu", "tanh"))
-    ap.add_argument("--no-calibration", action="store_true", help="skip the post-training marginal recalibration")
-    ap.add_argument("--batch-size", type=int, default=4096)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=2)
+    # defaults: the shipped model (no slope tables, no derived conditions, no regression head); the variant tried in
+    # issue 4 (--theta-edges 0.03,0.08 --derived --residual all --max-seconds 1200) is described in
+    # docs/tracking_generative.md
+    G.add_model_arguments(ap, max_seconds=720.0, seed=2, theta_edges=(), residual="none", derived=False, embed_layers=1)
     ap.add_argument("--validate-only", action="store_true",
                     help="re-run the validation of the existing OUTPUT_DIR model and rewrite its card's validation")
     ap.add_argument("--skip-auc", action="store_true")
@@ -249,21 +242,8 @@ def main(argv=None):
         old_card = yaml.safe_load((out_dir / f"{NAME}.yaml").read_text())
         fit = None
     else:
-        grp = G.track_type_group(x)
-        lp = x[:, 5].astype(np.float64)
-        mscale = G.MomentumScale(columns=range(len(COVARIANCE_OUTPUTS))).fit(t[tr], lp[tr], grp[tr], n_groups=3)
-        ts = mscale.transform(t, lp, grp)
-        tgrp = G.table_group(x, R.P_EDGES)
-        gauss = G.Gaussianizer().fit(ts[tr], tgrp[tr], n_groups=3 * (len(R.P_EDGES) + 1))
-        scaler = G.ConditionScaler(flag_columns=range(6, 12)).fit(x[tr])
-        u = gauss.forward(ts, tgrp).astype(np.float32)
-        flow = G.build_flow(len(COVARIANCE_INPUTS), len(COVARIANCE_OUTPUTS), scaler, gauss, n_layers=args.layers,
-                            hidden=args.hidden, embed=args.embed, postprocess=_postprocess, seed=args.seed,
-                            mscale=mscale, depth=args.depth, activation=args.activation, p_edges=R.P_EDGES)
-        fit = G.train_flow(flow, x[tr], u[tr], x[va], u[va], max_seconds=args.max_seconds,
-                           batch_size=args.batch_size, lr=args.lr, threads=args.threads, seed=args.seed)
-        if not args.no_calibration:
-            fit["calibration_max_cdf_shift"] = round(G.calibrate_flow(flow, gauss, x[tr], ts[tr], tgrp[tr]), 5)
+        flow, fit = G.fit_model(args, x, t, tr, va, mscale_columns=range(len(COVARIANCE_OUTPUTS)), p_edges=R.P_EDGES,
+                                postprocess=_postprocess)
         G.export_onnx(flow, onnx_path, len(COVARIANCE_INPUTS), len(COVARIANCE_OUTPUTS))
 
     # ---- validation with the exported artifact ---------------------------------------------------
@@ -344,9 +324,8 @@ def main(argv=None):
                              "q/p correlations change their width 40-fold with p), then marginal quantile "
                              "Gaussianisation per track type and log10 p bin (edges 3.0, 3.5, 4.0, 4.5; 241 knots on g in [-5, 5]) recalibrated after training "
                              "on the flow's own training-condition marginals; inverse inside the graph; input guard "
-                             "(NaN -> 0, clip 1e15, consistent type flags)",
-            "layers": args.layers, "hidden": args.hidden, "embed": args.embed, "depth": args.depth,
-            "activation": args.activation, "calibrated": not args.no_calibration,
+                             "(NaN -> 0, clip 1e15, consistent type flags)" + "; " + G.preprocessing_notes(args, R.P_EDGES),
+            **G.technique_settings(args),
         },
         "training": old_card["training"] if fit is None else
         G.training_block(args, len(tr), len(va), fit, t_start, "train_covariance"),

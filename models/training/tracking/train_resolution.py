@@ -28,6 +28,10 @@ NAME = "trk2016_resolution"
 #: residual tails changes with p beyond the loc/scale normalisation; per-type tables alone gave long-track pull
 #: tails (|pull| > 3) 19-23 % above the reference although the cores were right
 P_EDGES = (3.0, 3.5, 4.0, 4.5)
+#: inner edges of the polar slope sqrt(tx^2 + ty^2) of the quantile tables (x 3 slope bins): the reference's nDoF and
+#: covariances change shape sharply near the beam pipe (theta < 0.03) and at large angles, which one table per
+#: (type, p bin) left to the flow (nDoF alone gave a classifier AUC of 0.55 at 10-30 GeV)
+THETA_EDGES = (0.03, 0.08)
 UNITS = {"dx": "mm", "dy": "mm", "dz": "mm", "dtx": "", "dty": "", "dp": "MeV", "chi2PerDoF": "",
          "nDoF_f": "", "ghostProb": ""}
 DESCRIPTIONS = {
@@ -95,17 +99,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--input", default=str(G.DEFAULT_INPUT), help="lhcb_trk2016_samples.root")
     ap.add_argument("--output-dir", default=str(G.REPO / "models"))
-    ap.add_argument("--max-seconds", type=float, default=780.0, help="training time budget")
-    ap.add_argument("--layers", type=int, default=6)
-    ap.add_argument("--hidden", type=int, default=48)
-    ap.add_argument("--embed", type=int, default=16)
-    ap.add_argument("--depth", type=int, default=1, help="hidden layers per coupling MLP")
-    ap.add_argument("--activation", default="silu", choices=("silu", "relu", "tanh"))
-    ap.add_argument("--no-calibration", action="store_true", help="skip the post-training marginal recalibration")
-    ap.add_argument("--batch-size", type=int, default=4096)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=1)
+    G.add_model_arguments(ap, max_seconds=900.0, seed=1, theta_edges=THETA_EDGES, residual="0,1")
     ap.add_argument("--validate-only", action="store_true",
                     help="re-run the validation of the existing OUTPUT_DIR model and rewrite its card's validation")
     ap.add_argument("--skip-auc", action="store_true", help="skip the (slow) classifier two-sample test")
@@ -126,23 +120,8 @@ def main(argv=None):
         old_card = yaml.safe_load((out_dir / f"{NAME}.yaml").read_text())
         fit = None
     else:
-        grp = G.track_type_group(x)
-        lp = x[:, 5].astype(np.float64)
-        # residuals only: the bounded/discrete chi2PerDoF, nDoF_f, ghostProb keep their own scale (rescaling them
-        # by a p-dependent width moves their boundaries with p, which the flow then blurs: pilot KS 0.005 -> 0.03)
-        mscale = G.MomentumScale(columns=range(6)).fit(t[tr], lp[tr], grp[tr], n_groups=3)
-        ts = mscale.transform(t, lp, grp)
-        tgrp = G.table_group(x, P_EDGES)
-        gauss = G.Gaussianizer().fit(ts[tr], tgrp[tr], n_groups=3 * (len(P_EDGES) + 1))
-        scaler = G.ConditionScaler(flag_columns=range(6, 12)).fit(x[tr])
-        u = gauss.forward(ts, tgrp).astype(np.float32)
-        flow = G.build_flow(len(RESOLUTION_INPUTS), len(RESOLUTION_OUTPUTS), scaler, gauss, n_layers=args.layers,
-                            hidden=args.hidden, embed=args.embed, postprocess=_postprocess, seed=args.seed,
-                            mscale=mscale, depth=args.depth, activation=args.activation, p_edges=P_EDGES)
-        fit = G.train_flow(flow, x[tr], u[tr], x[va], u[va], max_seconds=args.max_seconds,
-                           batch_size=args.batch_size, lr=args.lr, threads=args.threads, seed=args.seed)
-        if not args.no_calibration:
-            fit["calibration_max_cdf_shift"] = round(G.calibrate_flow(flow, gauss, x[tr], ts[tr], tgrp[tr]), 5)
+        flow, fit = G.fit_model(args, x, t, tr, va, mscale_columns=range(6), p_edges=P_EDGES,
+                                postprocess=_postprocess)
         G.export_onnx(flow, onnx_path, len(RESOLUTION_INPUTS), len(RESOLUTION_OUTPUTS))
 
     # ---- validation with the exported artifact -------------------------------------------------
@@ -184,9 +163,8 @@ def main(argv=None):
                              "in 20 knots of log10 p (linear interpolation), then marginal quantile Gaussianisation per "
                              "track type and log10 p bin (edges 3.0, 3.5, 4.0, 4.5; 241 knots on g in [-5, 5]), recalibrated after training on the flow's own "
                              "training-condition marginals (quantile mapping); the inverse (piecewise linear) and "
-                             "dp = (dp/p) * 10**mc_log10_p are inside the graph; input guard (NaN -> 0, clip 1e15, consistent type flags)",
-            "layers": args.layers, "hidden": args.hidden, "embed": args.embed, "depth": args.depth,
-            "activation": args.activation, "calibrated": not args.no_calibration,
+                             "dp = (dp/p) * 10**mc_log10_p are inside the graph; input guard (NaN -> 0, clip 1e15, consistent type flags)" + "; " + G.preprocessing_notes(args, P_EDGES),
+            **G.technique_settings(args),
         },
         "training": old_card["training"] if fit is None else
         G.training_block(args, len(tr), len(va), fit, t_start, "train_resolution"),
@@ -195,8 +173,9 @@ def main(argv=None):
             "one joint sample per call: chi2PerDoF, nDoF_f and ghostProb are correlated with the residuals only "
             "through the conditions and the flow (as in the reference)",
             "p_reco = p + dp can be <= 0 (as in the reference, ~0.2 %): the runtime drops such tracks",
-            "one quantile table per track type and log10 p bin (edges 3.0, 3.5, 4.0, 4.5): the residual shapes change "
-            "by a small step at those edges (the location/scale normalisation in p is continuous)",
+            "one quantile table per track type x log10 p bin (edges 3.0, 3.5, 4.0, 4.5) x polar-slope bin (card: "
+            "technique.theta_edges): the output shapes change by a small step at those edges (the location/scale "
+            "normalisation in p is continuous)",
         ],
     }
     G.write_card(out_dir / f"{NAME}.yaml", card)
