@@ -20,7 +20,17 @@ from framework.random import RandomStreams
 REPO = Path(__file__).resolve().parents[2]
 N = 20_000
 FIRST_ROW = 7_000_000_000      # rows never used by the training samples (they start at 0)
-AUC_REGRESSION = 0.80
+# regression bounds at the level the shipped models reach in this test (pi 0.564, mu 0.646 measured with
+# the GlobalPID rework of issue 6; the models before it gave pi 0.66 and mu 0.89 on their held-out rows)
+AUC_REGRESSION = {"pi": 0.62, "mu": 0.71}
+# GlobalPID on the teacher's own inputs (measured: PIDmu 99 % quantile of |diff| 0.008 mu, 0.077 K;
+# ProbNN |log flash - log teacher| median <= 0.015, 99 % quantile <= 1.8, except ProbNNmu of the rare
+# isMuon kaons (3 %): median 0.14; the previous GlobalPID had a logit bias of -2.4 on average for the
+# muons' ProbNNp)
+PIDMU_Q99_MAX = 0.3
+PROBNN_DLOG_MEDIAN_MAX = 0.05
+PROBNN_DLOG_MEDIAN_MAX_ISMUON_HADRONS = 0.3
+PROBNN_DLOG_Q99_MAX = 3.0
 
 
 def load(species):
@@ -105,16 +115,54 @@ def _joint_auc(species):
                                      max_iter=50).auc
 
 
-def test_joint_outputs_two_sample_auc_regression():
-    """Bound at the level the shipped models reach (cards: pi 0.66): catches a broken or stale model
-    (e.g. a retuned teacher) -- the issue's target 0.55 is tracked by the xfail below."""
-    auc = _joint_auc("pi")
-    assert auc < AUC_REGRESSION, f"pi joint outputs: two-sample AUC {auc:.3f}"
+@pytest.mark.parametrize("species", ["pi", "mu"])
+def test_joint_outputs_two_sample_auc_regression(species):
+    """Bound at the level the shipped models reach: catches a broken or stale model (e.g. a retuned
+    teacher) -- the issue's target 0.55 is tracked by the xfail below."""
+    auc = _joint_auc(species)
+    assert auc < AUC_REGRESSION[species], f"{species} joint outputs: two-sample AUC {auc:.3f}"
 
 
-@pytest.mark.xfail(reason="issue target AUC <= 0.55 not reached: measured pi joint AUC 0.659 +- 0.003 on the "
-                          "held-out rows (cards of the issue-6 retraining; e 0.648, mu 0.894, K 0.755, p 0.730); "
-                          "RICH flow blocks 0.57-0.63 (under-trained on 2 shared CPU cores), see docs/pid_flash.md",
-                   strict=False)
+@pytest.mark.xfail(reason="issue target AUC <= 0.55 not reached: pi joint AUC 0.609 +- 0.003 on the held-out rows "
+                          "(cards of the second issue-6 retraining; e 0.593, mu 0.692, K 0.636, p 0.632); RICH flow "
+                          "blocks 0.56-0.60, MUON flow of mu 0.67, GlobalPID given the teacher's inputs 0.52-0.56; "
+                          "see docs/pid_flash.md", strict=False)
 def test_joint_outputs_two_sample_auc_issue_target():
     assert _joint_auc("pi") <= 0.55
+
+
+def _globalpid_on_teacher_inputs(species):
+    """The flash GlobalPID model run on the teacher's own sub-detector outputs and flags (fresh sample)."""
+    from algorithms.pid.features import GLOBALPID_OUTPUTS, globalpid_features, kinematic_features
+    from algorithms.pid.flash import draw_normal
+
+    t, _, s = samples(species)
+    kin = kinematic_features(s["p"], s["eta"], s["nTracks"], s["charge"])
+    rich = np.stack([t[c] for c in ("RichDLLe", "RichDLLmu", "RichDLLK", "RichDLLp")], 1)
+    muon = np.stack([t["MuonMuLL"], t["MuonBkgLL"]], 1)
+    gx = globalpid_features(kin, rich, t["isMuon"], muon, t["hasRich"], t["InMuonAcc"])
+    key = RandomStreams(99, 0, "FlashPIDTest").key_for(7)
+    y = load(species)["globalpid"].run(gx, draw_normal(key, s["event"], s["index"], len(GLOBALPID_OUTPUTS)))
+    return {c: y[:, j].astype(np.float64) for j, (c, _, _) in enumerate(GLOBALPID_OUTPUTS)}, t, gx
+
+
+@pytest.mark.parametrize("species", ["mu", "K"])
+def test_globalpid_reproduces_the_teacher_functions(species):
+    """Given the teacher's sub-detector outputs, the teacher's combined DLLs and ProbNN are deterministic:
+    PIDe/K/p must be the exact sub-detector sums, PIDmu close (a log-p table for non-isMuon tracks), and
+    every ProbNN (including a muon's ProbNNp ~ 1e-7) close in log space."""
+    g, t, gx = _globalpid_on_teacher_inputs(species)
+    for c in ("PIDe", "PIDK", "PIDp"):
+        ref = np.asarray(t[c], np.float32).astype(np.float64)
+        assert np.max(np.abs(g[c] - ref) / (1 + np.abs(ref))) < 1e-5, f"{species} {c}: not the exact RICH sum"
+    dmu = np.abs(g["PIDmu"] - np.asarray(t["PIDmu"]))
+    ism = np.asarray(t["isMuon"], bool)
+    assert np.max(dmu[ism] / (1 + np.abs(np.asarray(t["PIDmu"])[ism]))) < 1e-4, f"{species} PIDmu of isMuon tracks"
+    assert np.quantile(dmu, 0.99) < PIDMU_Q99_MAX, f"{species} PIDmu: 99 % quantile of |diff| {np.quantile(dmu, 0.99):.3f}"
+    for c in ("ProbNNe", "ProbNNmu", "ProbNNpi", "ProbNNk", "ProbNNp"):
+        m = ism if c == "ProbNNmu" else np.ones(ism.size, bool)   # t: Lamarr sentinel -1 without isMuon
+        dl = np.abs(np.log(np.clip(g[c][m], 1e-30, 1)) - np.log(np.clip(np.asarray(t[c])[m], 1e-30, 1)))
+        med, q99 = float(np.median(dl)), float(np.quantile(dl, 0.99))
+        med_max = PROBNN_DLOG_MEDIAN_MAX_ISMUON_HADRONS if (c == "ProbNNmu" and species != "mu") else PROBNN_DLOG_MEDIAN_MAX
+        assert med < med_max and q99 < PROBNN_DLOG_Q99_MAX, \
+            f"{species} {c}: |log flash - log teacher| median {med:.3f}, 99 % quantile {q99:.3f}"

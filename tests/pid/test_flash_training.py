@@ -62,3 +62,132 @@ def test_weighted_calibration_sample_trains_finite_models(tmp_path):
         assert np.all(np.isfinite(y)), kind
     v = card["validation"]
     assert "skipped" in str(v["c2st"]) and v["rates_all_bins"] > 0
+
+
+# ------------------------------------------------------------------------------------------------
+# GlobalPID model: structure (exact sub-detector sums, per-muon-state tables, softmax ProbNN) and
+# distillation of a deterministic ProbNN-like function
+# ------------------------------------------------------------------------------------------------
+def _synthetic_globalpid(n, seed, softmax=True):
+    """GlobalPID inputs/outputs with the teacher's structure: PIDx = RichDLLx*hasRich (+ for PIDmu
+    the muon LL difference if isMuon, or a step function of p in acceptance without isMuon), ProbNN
+    a fixed tanh-softmax function of the features."""
+    from algorithms.pid.features import GLOBALPID_OUTPUTS, globalpid_features
+
+    rng = np.random.default_rng(seed)
+    p = np.exp(rng.uniform(np.log(2000.0), np.log(150000.0), n))
+    kin = np.stack([p, rng.uniform(2, 5, n), rng.integers(3, 80, n), rng.choice([-1.0, 1.0], n)], 1)
+    has = rng.random(n) < 0.9
+    acc = rng.random(n) < 0.9
+    ism = acc & (rng.random(n) < 0.3)
+    rich = np.where(has[:, None], rng.normal(0, 20, (n, 4)), -1000.0)
+    muon = np.where(ism[:, None], np.stack([rng.normal(-2, 1, n), rng.normal(-4, 1, n)], 1), -1000.0)
+    gx = globalpid_features(kin, rich, ism, muon, has, acc)
+    mterm = np.where(ism, muon[:, 0] - muon[:, 1], np.where(acc & (p > 3000), np.where(p > 10000, -4.0, -1.0), 0.0))
+    r = np.where(has[:, None], rich, 0.0)
+    feats = np.stack([np.sign(v) * np.log1p(np.abs(v)) for v in (r[:, 0], r[:, 1], r[:, 2], r[:, 3], mterm)]
+                     + [np.log(p / 1000.0), kin[:, 1], has, ism], 1)
+    w1 = np.random.default_rng(99).normal(0, 0.6, (feats.shape[1], 8))
+    w2 = np.random.default_rng(98).normal(0, 2.0, (8, 5))
+    z = np.tanh((feats - feats.mean(0)) / feats.std(0) @ w1) @ w2
+    prob = np.exp(z - z.max(1, keepdims=True))
+    prob /= prob.sum(1, keepdims=True)
+    if not softmax:
+        prob = prob * rng.uniform(0.7, 1.0, (n, 1))
+    vals = {"PIDe": r[:, 0], "PIDK": r[:, 2], "PIDp": r[:, 3], "PIDmu": r[:, 1] + mterm, "ProbNNe": prob[:, 0],
+            "ProbNNmu": prob[:, 1], "ProbNNpi": prob[:, 2], "ProbNNk": prob[:, 3], "ProbNNp": prob[:, 4],
+            "ProbNNghost": np.zeros(n)}
+    gy = np.stack([vals[c] for c, _, _ in GLOBALPID_OUTPUTS], 1).astype(np.float32)
+    return gx, gy, {"p": p, "acc": acc, "ism": ism, "has": has}
+
+
+def _net(prep, gx, softmax=None, hidden=32):
+    from models.training.pid.flash_common import kin_transform_np, make_modules
+
+    kt = kin_transform_np(gx[:, :4])
+    loc, scale = kt.mean(0), np.maximum(kt.std(0), 1e-3)
+    return make_modules()["GlobalPIDNet"](loc, scale, float(gx[:, 2].mean()), float(gx[:, 2].std()), prep.r_mean,
+                                          prep.r_std, prep.gates, prep.tables, prep.lo, prep.step,
+                                          prep.const_mask.astype(np.float64), prep.const_value,
+                                          softmax=prep.softmax if softmax is None else softmax, hidden=hidden)
+
+
+def test_globalpid_prep_tables_gates_and_head_choice():
+    from models.training.pid.flash_common import GlobalPIDPrep
+
+    gx, gy, t = _synthetic_globalpid(20_000, 1)
+    prep = GlobalPIDPrep(n_knots=256).fit(gx, gy, np.ones(len(gx)))
+    assert prep.softmax
+    # only PIDmu in acceptance without isMuon has a term beyond the sub-detector sum
+    expect = np.zeros((4, 3))
+    expect[3, 1] = 1
+    assert np.array_equal(np.abs(prep.tables).max(2) > 0, expect > 0)
+    r = prep.residual(gx, gy)
+    st, _, lp = prep.split(gx)
+    far = (st == 1) & (np.abs(t["p"] - 3000) > 60) & (np.abs(t["p"] - 10000) > 200)
+    assert np.sqrt(np.mean(r[far, 3] ** 2)) < 0.02, "the log-p table does not reproduce the step function"
+    assert np.all(r[st != 1] == 0) or np.abs(r[st != 1]).max() < 1e-4
+    # ProbNN that do not sum to 1 (LHCb's separate networks): independent sigmoids
+    gx2, gy2, _ = _synthetic_globalpid(5000, 2, softmax=False)
+    assert not GlobalPIDPrep(n_knots=64).fit(gx2, gy2, np.ones(len(gx2))).softmax
+
+
+@pytest.mark.parametrize("softmax", [True, False])
+def test_globalpid_graph_keeps_exact_sums_and_probability_structure(softmax):
+    import torch
+
+    from algorithms.pid.features import GLOBALPID_OUTPUTS
+    from models.training.pid.flash_common import GlobalPIDPrep
+
+    gx, gy, t = _synthetic_globalpid(4000, 3)
+    prep = GlobalPIDPrep(n_knots=128).fit(gx, gy, np.ones(len(gx)))
+    net = _net(prep, gx, softmax=softmax)
+    names = [c for c, _, _ in GLOBALPID_OUTPUTS]
+    with torch.no_grad():
+        y = net(torch.as_tensor(gx), torch.randn(len(gx), len(names))).numpy()
+    # untrained network: every combined DLL without a learned term is still the exact sub-detector sum
+    for c in ("PIDe", "PIDK", "PIDp"):
+        assert np.array_equal(y[:, names.index(c)], gy[:, names.index(c)]), c
+    m = t["ism"] | ~t["acc"]
+    np.testing.assert_allclose(y[m, names.index("PIDmu")], gy[m, names.index("PIDmu")], atol=2e-5, rtol=1e-6)
+    assert np.all(y[:, names.index("ProbNNghost")] == 0.0)
+    s = y[:, [names.index(c) for c in ("ProbNNe", "ProbNNmu", "ProbNNpi", "ProbNNk", "ProbNNp")]].sum(1)
+    if softmax:
+        np.testing.assert_allclose(s, 1.0, atol=1e-5)
+    else:
+        assert np.abs(s - 1).max() > 0.05
+    # the loss is finite in both modes
+    r, p, lg = prep.targets(gx, gy)
+    f = lambda a: torch.as_tensor(np.asarray(a, np.float32))  # noqa: E731
+    assert torch.isfinite(net.loss(f(gx), f(r), f(p), f(lg))).all()
+
+
+def test_globalpid_distils_a_deterministic_probnn():
+    """A fixed tanh-softmax 'teacher ProbNN' is learned to a small log-probability error (the untrained
+    model is far off), so a deterministic teacher can be reproduced with a width -> ~0."""
+    import torch
+
+    from algorithms.pid.features import GLOBALPID_OUTPUTS
+    from models.training.pid.flash_common import GlobalPIDPrep, train_weighted
+
+    gx, gy, _ = _synthetic_globalpid(12_000, 4)
+    prep = GlobalPIDPrep(n_knots=128).fit(gx[:10_000], gy[:10_000], np.ones(10_000))
+    net = _net(prep, gx[:10_000], hidden=24)
+    f = lambda a: torch.as_tensor(np.asarray(a, np.float32))  # noqa: E731
+    r, p, lg = (f(v) for v in prep.targets(gx, gy))
+    x = f(gx)
+    names = [c for c, _, _ in GLOBALPID_OUTPUTS]
+    cols = [names.index(c) for c in ("ProbNNe", "ProbNNmu", "ProbNNpi", "ProbNNk", "ProbNNp")]
+
+    def err():
+        with torch.no_grad():
+            y = net(x[10_000:], torch.zeros(2000, len(names))).numpy()
+        return float(np.median(np.abs(np.log(y[:, cols]) - np.log(gy[10_000:, cols]))))
+
+    before = err()
+    tr = torch.arange(10_000)
+    train_weighted(net, lambda idx: net.loss(x[tr[idx]], r[tr[idx]], p[tr[idx]], lg[tr[idx]]), 10_000, np.ones(10_000),
+                   lambda: float(net.loss(x[10_000:], r[10_000:], p[10_000:], lg[10_000:]).mean()), seconds=1e9,
+                   max_epochs=25, batch=256, lr=5e-3, log=None)
+    after = err()
+    assert before > 0.3 and after < 0.25 * before, (before, after)

@@ -101,10 +101,13 @@ NTRACKS_REF = 130.0            # reference occupancy (median of the Lamarr nTrac
 # are flashsim nTracks (what the flash PID is conditioned on); internally they are scaled by the ratio
 # of the two medians.  tests/pid/test_teacher.py checks this ratio against the occupancy file.
 NTRACKS_LHCB_PER_FLASHSIM = 130.4 / 22.0
-RICH_BKG_PER_TRACK = np.array([0.08, 0.08])   # photons of other rings in the ring window per nTracks, at RICH_BKG_THETA_REF
-RICH_RING_LOSS = np.array([0.20, 0.15])       # fraction of degraded rings: yield x U(0,1) unknown to the likelihood
-                                              # (interactions in the radiator, unmodelled partial coverage); tuned on P(PIDK>5|pi)
-RICH_TRACK_SIGMA = np.array([0.4e-3, 0.2e-3]) # coherent track-direction error at the radiator (rad)
+# RICH_BKG_PER_TRACK, RICH_RING_LOSS and RICH_TRACK_TAIL_SCALE were set jointly on P(PIDK>0|pi), P(PIDK>5|pi),
+# P(PIDp>0|pi) and the kaon efficiency at PIDK > 5 (docs/pid_teacher.md, 'Tuned nuisance parameters')
+RICH_BKG_PER_TRACK = np.array([0.12, 0.12])   # photons of other rings in the ring window per nTracks, at RICH_BKG_THETA_REF (T)
+RICH_RING_LOSS = np.array([0.30, 0.25])       # fraction of degraded rings: yield x U(0,1) unknown to the likelihood
+                                              # (interactions in the radiator, unmodelled partial coverage) (T)
+RICH_TRACK_SIGMA = np.array([0.4e-3, 0.2e-3]) # track-direction error at the radiator, per projection (rad): a 2-D
+                                              # offset of the ring centre common to all photons of a ring (response.py)
 MUON_HITS_PER_PAD = np.array([0.0036, 0.0018, 0.0012, 0.0012])   # random hits per logical pad at NTRACKS_REF;
 # calibrated on isMuon of protons (0.0072), the species with no decay in flight (docs/pid_teacher.md)
 PUNCH_LAMBDA_EFF = 1.6         # attenuation length of hadron-shower leakage (lambda_I) at 10 GeV
@@ -115,7 +118,7 @@ KINK_TOLERANCE = 0.020         # rad: a decay kink inside the tracking volume ke
                                # exp(-visible kink/tol); upstream of the magnet only the y component is visible (T)
 RICH_RING_LOSS_BOTH = 0.0      # fraction of tracks whose rings are lost in both radiators (T)
 RICH_TRACK_TAIL_FRAC = 0.30    # fraction of tracks whose direction error at the radiators is scaled up (T)
-RICH_TRACK_TAIL_SCALE = 5.0    # scale of that tail (T)
+RICH_TRACK_TAIL_SCALE = 6.0    # scale of that tail (T)
 # polar angle (rad) of the track at which RICH_BKG_PER_TRACK applies; the ring-overlap background of a
 # track at polar angle theta scales as (theta_ref / max(theta, theta_max))^2 (D: dN/dOmega ~ 1/theta^2
 # for a flat dN/deta, smoothed over one ring radius)

@@ -12,10 +12,10 @@ uniforms 0..9               decay in flight: 0 distance, 1 branching, 2 cos thet
                             6 survival against a hadronic interaction inside the calorimeter
 uniforms 100000*(r+1) + ...  RICH radiator r: +0 ring degradation, +1 Poisson signal, +2 Poisson background, +3 direction tail,
                              +4 surviving fraction of a degraded ring,
-                             +1000+j background photon j
+                             +1000+j background photon j, +50000+j azimuth of signal photon j
 uniforms 300000 + ...        muon: +0 straggling-free punch-through depth, +10+s station efficiency,
                              +20+s random hit, +30+s / +40+s random-hit x / y, +50+s / +60+s pad
-normals NORMAL_BASE + ...    RICH r: 100000*(r+1) + 0 track direction, +1+j signal photon j;
+normals NORMAL_BASE + ...    RICH r: 100000*(r+1) + 0 / +50000 track direction x / y, +1+j signal photon j;
                              muon: 300000 + 0 straggling, +1+k / +11+k MS angle x / y of absorber k,
                              +20+s / +30+s punch-through residual x / y
 ==========================  =====================================================
@@ -224,13 +224,24 @@ def teacher_kernel(species, p, x, y, z, tx, ty, qop, ntracks, zprod, events, ind
                     mu_h[h] = n0 * math.sin(th_h[h]) ** 2
                 loglik[i, h] += -mu_h[h] - bexp
             base_n = 100000 * (r + 1)
+            # track-direction error at the radiator: a 2-D offset of the ring centre (dx, dy), common to
+            # all photons of the ring.  A photon emitted at Cherenkov angle th_e and azimuth phi around
+            # the true direction is reconstructed at |th_e (cos phi, sin phi) + (dx, dy)| from the
+            # measured one: the offset broadens the ring azimuthally (by up to +-|d|), it does not shift
+            # its mean radius (to first order).  s_trk is the spread per projection.
             dtrk = s_trk * _n(key, ev, ix, base_n)
+            dtrk_y = s_trk * _n(key, ev, ix, base_n + 50000)
             if _u(key, ev, ix, base_u + 3) < trk_tail_frac:   # badly measured direction (tail)
                 dtrk *= trk_tail_scale
+                dtrk_y *= trk_tail_scale
             inv_w2 = 2.0 / (th_w * th_w)
             for j in range(nsig + nb_):
                 if j < nsig:
-                    th = th_true + dtrk + sigma_ph[r] * _n(key, ev, ix, base_n + 1 + j)
+                    th_e = th_true + sigma_ph[r] * _n(key, ev, ix, base_n + 1 + j)
+                    phi_j = 2.0 * math.pi * _u(key, ev, ix, base_u + 50000 + j)
+                    cx = th_e * math.cos(phi_j) + dtrk
+                    cy = th_e * math.sin(phi_j) + dtrk_y
+                    th = math.sqrt(cx * cx + cy * cy)
                 else:
                     th = th_w * math.sqrt(_u(key, ev, ix, base_u + 1000 + (j - nsig)))
                 if th <= 0.0 or th >= th_w:

@@ -31,12 +31,16 @@ DEFAULT_BRANCHES = {c: c for c in (
     "p", "eta", "nTracks", "charge", "pid", "RichDLLe", "RichDLLmu", "RichDLLK", "RichDLLp", "hasRich", "isMuon",
     "InMuonAcc", "MuonMuLL", "MuonBkgLL", "PIDe", "PIDmu", "PIDK", "PIDp", "ProbNNe", "ProbNNmu", "ProbNNpi",
     "ProbNNk", "ProbNNp", "ProbNNghost")}
-PROB_COLUMNS = ("ProbNNe", "ProbNNpi", "ProbNNk", "ProbNNp", "ProbNNmu", "ProbNNghost")
 #: ProbNN clip and logit range of the GlobalPID targets: the teacher's ProbNN reach 1e-8 (a muon's
 #: ProbNNp: median 6e-7), so a clip at 1e-7 / logit +-12 turned half of them into a point mass
 #: at 6e-6 (KS 0.69); float32 sigmoid resolves down to ~1e-11
 PROB_EPS = 1e-11
 LOGIT_MAX = 25.0
+#: combined DLLs of the GlobalPID model (order of its DLL head), its probability outputs (the first
+#: five form one softmax when the training ProbNN sum to 1) and the muon states of its tables
+DLL_OUTPUTS = ("PIDe", "PIDK", "PIDp", "PIDmu")
+PROB_OUTPUTS = ("ProbNNe", "ProbNNpi", "ProbNNk", "ProbNNp", "ProbNNmu", "ProbNNghost")
+MUON_STATES = ("out_of_acceptance", "in_acceptance_not_isMuon", "isMuon")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -234,113 +238,303 @@ def make_modules():
             return torch.softmax(self.logits(x), dim=1)
 
     class GlobalPIDNet(nn.Module):
-        """Combined DLLs = sum of the sub-detector DLLs (RICH; MUON: MuonMuLL - MuonBkgLL if isMuon)
-        + a learned Gaussian correction (mean, width: what the sub-detectors do not explain, e.g. the
-        muon term of non-isMuon tracks or a calorimeter term); ProbNN = sigmoid(logit + width * noise)
-        with the logit an MLP of the same features as LHCb/teacher ProbNN (sign*log1p|DLL|, flags,
-        kinematics).  ``y = forward(x, noise)`` in GLOBALPID_OUTPUTS order."""
+        """Combined DLLs and ProbNN of every long track; ``y = forward(x, noise)`` in GLOBALPID_OUTPUTS order.
 
-        def __init__(self, kin_loc, kin_scale, r_mean, r_std, is_prob, active, const_mask, const_value, hidden=48,
-                     sigma_min=5e-3, logit_weight=2.0):
+        * Combined DLL (DLL_OUTPUTS) = sub-detector sum (RICH DLL if hasRich; for PIDmu also
+          MuonMuLL - MuonBkgLL if isMuon) + a **per muon state** table in log p (out of acceptance /
+          in acceptance not isMuon / isMuon; fitted before training, see :class:`GlobalPIDPrep`: the
+          teacher's muon term of non-isMuon tracks is such a function, with steps at 3, 6, 10 GeV)
+          + a Gaussian correction (mean, width, noise) that is switched on only for the (output,
+          muon state) pairs whose residual is not identically 0 in training.
+        * ProbNN: logits from one tanh layer (the form of LHCb's and the teacher's ProbNN) on the
+          same features (sign*log1p|DLL| of the RICH DLLs, the muon DLL incl. the table term of
+          non-isMuon tracks, the muon LLs, flags, kinematics, nTracks), plus width*noise.  If the
+          training ProbNN e/pi/k/p/mu sum to 1 (the teacher: a softmax), they are the softmax of
+          their 5 logits (the sum and every ratio are reproduced); otherwise each is a sigmoid of its
+          own logit.  Loss: Gaussian likelihood of the (centred) log-probabilities -- a regression
+          distillation whose width can go to ~0 for a deterministic teacher -- plus a soft
+          cross-entropy."""
+
+        def __init__(self, kin_loc, kin_scale, nt_loc, nt_scale, r_mean, r_std, gates, tables, tab_lo, tab_step,
+                     const_mask, const_value, softmax=True, hidden=48, sigma_min=1e-3, logit_weight=2.0):
             super().__init__()
-            # weight of the Gaussian likelihood of the ProbNN logits relative to the soft cross-entropy
-            # (x20): the cross-entropy is blind to tiny probabilities (a muon's ProbNNp ~ 1e-5), the
-            # logit term gets them right; 0.2 in the first release, 2.0 since the retraining of issue 6
             self.logit_weight = float(logit_weight)
+            self.softmax = bool(softmax)
             f32 = lambda a: torch.as_tensor(np.asarray(a, np.float32))  # noqa: E731
             self.std = Standardise(kin_loc, kin_scale)
-            self.register_buffer("r_mean", f32(r_mean))
-            self.register_buffer("r_std", f32(r_std))
-            self.register_buffer("is_prob", f32(is_prob))
-            # a combined DLL whose correction is identically 0 in the training sample keeps none
-            # (exact sums: e.g. ties DLLp == DLLK survive into PIDp - PIDK)
-            self.register_buffer("active", f32(active))
-            # outputs that are constant in the training sample (e.g. the teacher's ProbNNghost = 0)
-            # are emitted exactly
-            self.register_buffer("const_mask", f32(const_mask))
-            self.register_buffer("const_value", f32(const_value))
-            d = len(r_mean)
+            names = [c for c, _, _ in GLOBALPID_OUTPUTS]
+            d = len(names)
             self.d = d
             self.sigma_min = sigma_min
-            # structural sum: PIDe, PIDK, PIDp, PIDmu from (masked) RichDLLe, mu, K, p and the muon DLL
-            S = np.zeros((5, d), np.float32)
-            names = [c for c, _, _ in GLOBALPID_OUTPUTS]
-            for j, c in enumerate(("e", "mu", "K", "p")):
-                S[j, names.index("PID" + c)] = 1.0
-            S[4, names.index("PIDmu")] = 1.0
-            self.register_buffer("S", torch.as_tensor(S))
-            self.net = nn.Sequential(nn.Linear(4 + 4 + 3 + 3, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
-                                     nn.Linear(hidden, 2 * d))
+            self.register_buffer("nt_loc", f32([nt_loc]))
+            self.register_buffer("nt_inv", f32([1.0 / nt_scale]))
+            self.register_buffer("r_mean", f32(r_mean))          # [4] DLL_OUTPUTS
+            self.register_buffer("r_std", f32(r_std))
+            self.register_buffer("gates", f32(gates))            # [4, 3]
+            tables = np.asarray(tables, np.float32)              # [4, 3, K]
+            self.K = int(tables.shape[2])
+            # only the (output, muon state) pairs with a non-zero table are evaluated (inference cost)
+            pairs = [(j, c) for j in range(4) for c in range(3) if np.any(tables[j, c] != 0)]
+            self.n_pairs = len(pairs)
+            P = np.zeros((3, max(len(pairs), 1)), np.float32)   # state one-hot -> pair
+            Q = np.zeros((max(len(pairs), 1), 4), np.float32)   # pair -> DLL output
+            for k, (j, c) in enumerate(pairs):
+                P[c, k] = 1.0
+                Q[k, j] = 1.0
+            self.register_buffer("tab_flat", f32(np.concatenate([tables[j, c] for j, c in pairs])
+                                                 if pairs else np.zeros(2, np.float32)))
+            self.register_buffer("tab_off", torch.arange(max(len(pairs), 1), dtype=torch.long) * self.K)
+            self.register_buffer("pair_state", torch.as_tensor(P))
+            self.register_buffer("pair_out", torch.as_tensor(Q))
+            self.tab_lo = float(tab_lo)
+            self.tab_inv = float(1.0 / tab_step)
+            self.any_gate = bool(np.any(np.asarray(gates) > 0))
+            self.register_buffer("const_mask", f32(const_mask))
+            self.register_buffer("const_value", f32(const_value))
+            self.any_const = bool(np.any(np.asarray(const_mask) > 0))
+            # noise [N, d] (GLOBALPID_OUTPUTS order) -> [DLL_OUTPUTS | PROB_OUTPUTS] and back: one MatMul each
+            order = [names.index(c) for c in DLL_OUTPUTS + PROB_OUTPUTS]
+            sel = np.zeros((d, d), np.float32)
+            for k, i in enumerate(order):
+                sel[i, k] = 1.0
+            self.register_buffer("sel", torch.as_tensor(sel))
+            self.register_buffer("sel_T", torch.as_tensor(np.ascontiguousarray(sel.T)))
+            self.dll_cols = [names.index(c) for c in DLL_OUTPUTS]
+            self.prob_cols = [names.index(c) for c in PROB_OUTPUTS]
+            pconst = np.asarray(const_mask, np.float32)[self.prob_cols]
+            self.register_buffer("p_free", f32(1.0 - pconst))    # [6] prob outputs not constant
+            self.trunk = nn.Linear(15, hidden)
+            self.logit = nn.Linear(hidden, 6)
+            self.branch = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 4 + 4 + 6))
 
         def features(self, x):
             has, ism, acc = x[:, 11:12], x[:, 8:9], x[:, 12:13]
-            dll = x[:, 4:8] * has
+            dll = x[:, 4:8] * has                               # RichDLLe, mu, K, p
             ll = x[:, 9:11] * ism
-            mu_dll = (ll[:, 0:1] - ll[:, 1:2])
-            raw = torch.cat([dll, mu_dll, ll], dim=1)
+            mu_dll = ll[:, 0:1] - ll[:, 1:2]
+            notm = 1.0 - ism
+            onehot = torch.cat([(1.0 - acc) * notm, acc * notm, ism], dim=1)      # [N, 3] muon state
+            if self.n_pairs:
+                lp = torch.log(torch.clamp(x[:, 0:1], min=1.0) / 1000.0)
+                pos = torch.clamp((lp - self.tab_lo) * self.tab_inv, 0.0, float(self.K - 1) - 1e-3)
+                i0 = torch.floor(pos)
+                frac = pos - i0
+                idx = i0.to(torch.long) + self.tab_off                           # [N, pairs]
+                lo = self.tab_flat[idx]
+                hi = self.tab_flat[idx + 1]
+                tab = ((lo + frac * (hi - lo)) * (onehot @ self.pair_state)) @ self.pair_out   # [N, 4]
+            else:
+                tab = torch.zeros_like(dll)
+            structural = torch.cat([dll[:, 0:1], dll[:, 2:3], dll[:, 3:4], dll[:, 1:2] + mu_dll], dim=1) + tab
+            mu_full = mu_dll + tab[:, 3:4]
+            raw = torch.cat([dll, mu_full, ll], dim=1)
             slog = torch.sign(raw) * torch.log(torch.abs(raw) + 1.0)
-            feats = torch.cat([self.std(kin_transform(x[:, 0:4])), slog, has, ism, acc], dim=1)
-            return feats, torch.cat([dll, mu_dll], dim=1) @ self.S
+            nt = (x[:, 2:3] - self.nt_loc) * self.nt_inv
+            feats = torch.cat([self.std(kin_transform(x[:, 0:4])), nt, slog, has, ism, acc], dim=1)
+            return feats, structural, onehot @ self.gates.T
 
         def head(self, x):
-            feats, structural = self.features(x)
-            h = self.net(feats)
-            sigma = self.sigma_min + torch.nn.functional.softplus(h[:, self.d:] - 3.0)
-            return h[:, : self.d], sigma, structural
+            feats, structural, gate = self.features(x)
+            h = torch.tanh(self.trunk(feats))
+            logits = self.logit(h)
+            b = self.branch(h)
+            sp = torch.nn.functional.softplus
+            d_sigma = self.sigma_min + sp(b[:, 4:8] - 3.0)
+            l_sigma = self.sigma_min + sp(b[:, 8:14] - 3.0)
+            return logits, l_sigma, b[:, 0:4], d_sigma, structural, gate
 
-        def loss(self, x, r_std, p_target, logit_target):
-            """per-row loss: Gaussian NLL of the standardised DLL corrections; soft binary
-            cross-entropy of the ProbNN means + Gaussian NLL of their logit spread."""
-            m, sigma, _ = self.head(x)
-            isp = self.is_prob
-            z = (r_std - m) / sigma
-            nll_dll = ((0.5 * z * z + torch.log(sigma)) * (1 - isp) * self.active).sum(dim=1)
-            bce = torch.nn.functional.binary_cross_entropy_with_logits(m, p_target, reduction="none")
-            zl = (logit_target - m) / sigma
-            nll_logit = (0.5 * zl * zl + torch.log(sigma)) * isp * (1 - self.const_mask)
-            return nll_dll + 20.0 * (bce * isp * (1 - self.const_mask)).sum(dim=1) + self.logit_weight * nll_logit.sum(dim=1)
+        def loss(self, x, r_std, p_target, l_target):
+            """per-row loss.  r_std [N, 4]: standardised DLL corrections (after the tables);
+            p_target [N, 6]: PROB_OUTPUTS; l_target [N, 6]: softmax mode: centred log-probabilities
+            of the first 5 and the ghost logit, sigmoid mode: logits."""
+            logits, l_sigma, d_mean, d_sigma, _, gate = self.head(x)
+            z = (r_std - d_mean) / d_sigma
+            nll_dll = ((0.5 * z * z + torch.log(d_sigma)) * gate).sum(dim=1)
+            free = self.p_free
+            if self.softmax:
+                l5 = logits[:, :5]
+                lc = torch.cat([l5 - l5.mean(dim=1, keepdim=True), logits[:, 5:6]], dim=1)
+                ce5 = -(p_target[:, :5] * torch.log_softmax(l5, dim=1)).sum(dim=1) * free[:5].max()
+                ceg = torch.nn.functional.binary_cross_entropy_with_logits(
+                    logits[:, 5], p_target[:, 5], reduction="none") * free[5]
+                ce = ce5 + ceg
+            else:
+                lc = logits
+                ce = (torch.nn.functional.binary_cross_entropy_with_logits(logits, p_target, reduction="none")
+                      * free).sum(dim=1)
+            zl = (l_target - lc) / l_sigma
+            nll_logit = ((0.5 * zl * zl + torch.log(l_sigma)) * free).sum(dim=1)
+            return nll_dll + 20.0 * ce + self.logit_weight * nll_logit
 
         def forward(self, x, noise):
-            m, sigma, structural = self.head(x)
-            isp = self.is_prob
-            dll = structural + self.active * ((m + sigma * noise) * self.r_std + self.r_mean)
-            y = isp * torch.sigmoid(m + sigma * noise) + (1.0 - isp) * dll
-            return self.const_mask * self.const_value + (1.0 - self.const_mask) * y
+            logits, l_sigma, d_mean, d_sigma, structural, gate = self.head(x)
+            nz = noise @ self.sel                              # [N, 10]: DLL_OUTPUTS | PROB_OUTPUTS
+            if self.any_gate:
+                dll = structural + gate * ((d_mean + d_sigma * nz[:, :4]) * self.r_std + self.r_mean)
+            else:
+                dll = structural
+            lz = logits + l_sigma * nz[:, 4:]
+            if self.softmax:
+                probs = torch.cat([torch.softmax(lz[:, :5], dim=1), torch.sigmoid(lz[:, 5:6])], dim=1)
+            else:
+                probs = torch.sigmoid(lz)
+            y = torch.cat([dll, probs], dim=1) @ self.sel_T
+            if self.any_const:
+                y = self.const_mask * self.const_value + (1.0 - self.const_mask) * y
+            return y
 
     return {"ClassifierNet": ClassifierNet, "GlobalPIDNet": GlobalPIDNet,
             "kin_transform": kin_transform}
 
 
-def globalpid_targets(gy, gx):
-    """Training targets of GlobalPIDNet: corrections of the combined DLLs w.r.t. the sub-detector
-    sum (``r``), ProbNN (``prob``, clipped) and their logits (``logit``, clipped to +-LOGIT_MAX)."""
-    names = [c for c, _, _ in GLOBALPID_OUTPUTS]
-    is_prob = np.array([n in PROB_COLUMNS for n in names], dtype=np.float64)
-    y = np.asarray(gy, np.float64)
-    x = np.asarray(gx, np.float64)
-    has, ism = x[:, 11], x[:, 8]
-    structural = np.zeros_like(y)
-    for j, c in enumerate(("e", "mu", "K", "p")):
-        structural[:, names.index("PID" + c)] = x[:, 4 + j] * has
-    structural[:, names.index("PIDmu")] += (x[:, 9] - x[:, 10]) * ism
-    r = np.where(is_prob > 0, 0.0, y - structural)
-    prob = np.where(is_prob > 0, np.clip(y, 0.0, 1.0), 0.0)
-    pc = np.clip(prob, PROB_EPS, 1 - PROB_EPS)
-    logit = np.where(is_prob > 0, np.clip(np.log(pc) - np.log1p(-pc), -LOGIT_MAX, LOGIT_MAX), 0.0)
-    return r, prob, logit, is_prob
+class GlobalPIDPrep:
+    """Numpy side of :class:`GlobalPIDNet` (fitted on the training rows, weights allowed):
+
+    * ``state``: muon state 0 out of acceptance, 1 in acceptance not isMuon, 2 isMuon;
+    * ``structural``: sub-detector sums of DLL_OUTPUTS (PIDe, PIDK, PIDp, PIDmu);
+    * ``tables`` [4, 3, K]: per (output, muon state) a piecewise-linear function of log(p/GeV)
+      on K uniform knots, the weighted least-squares fit (with a weak curvature penalty for empty
+      knots) of the residual combined DLL - sub-detector sum; all-zero for pairs whose residual
+      is identically 0 (the teacher's PIDe/K/p everywhere, PIDmu of isMuon tracks and out of
+      acceptance), so those stay exact;
+    * ``gates`` [4, 3]: 1 where a Gaussian correction is learned on top (residual after the table
+      not identically 0);
+    * ``softmax``: the 5 ProbNN (e, pi, k, p, mu) sum to 1 in training (the teacher's ProbNN is
+      a softmax): the model uses one softmax, else independent sigmoids.
+    """
+
+    def __init__(self, n_knots: int = 512):
+        self.n_knots = n_knots
+
+    @staticmethod
+    def split(gx):
+        x = np.asarray(gx, np.float64)
+        has, ism, acc = x[:, 11] > 0.5, x[:, 8] > 0.5, x[:, 12] > 0.5
+        state = np.where(ism, 2, np.where(acc, 1, 0))
+        dll = x[:, 4:8] * has[:, None]
+        mu = (x[:, 9] - x[:, 10]) * ism
+        structural = np.stack([dll[:, 0], dll[:, 2], dll[:, 3], dll[:, 1] + mu], axis=1)
+        lp = np.log(np.maximum(x[:, 0], 1.0) / 1000.0)
+        return state, structural, lp
+
+    def fit(self, gx, gy, w):
+        from scipy import sparse
+        from scipy.sparse.linalg import spsolve
+
+        names = [c for c, _, _ in GLOBALPID_OUTPUTS]
+        y = np.asarray(gy, np.float64)
+        w = np.clip(np.asarray(w, np.float64), 0.0, None) + 1e-12
+        state, structural, lp = self.split(gx)
+        resid = y[:, [names.index(c) for c in DLL_OUTPUTS]] - structural
+        x = np.asarray(gx, np.float64)
+        mag = 1.0 + np.abs(structural) + np.abs(y[:, [names.index(c) for c in DLL_OUTPUTS]])
+        mag[:, 3] += (np.abs(x[:, 9]) + np.abs(x[:, 10])) * (state == 2)
+        K = self.n_knots
+        self.lo = float(lp.min()) - 1e-3
+        self.step = float((lp.max() + 1e-3 - self.lo) / (K - 1))
+        tables = np.zeros((4, 3, K))
+        gates = np.zeros((4, 3))
+        pos = np.clip((lp - self.lo) / self.step, 0.0, K - 1 - 1e-3)
+        i0 = np.floor(pos).astype(np.int64)
+        fr = pos - i0
+        D = sparse.diags([np.ones(K - 2), -2 * np.ones(K - 2), np.ones(K - 2)], [0, 1, 2], shape=(K - 2, K))
+        self.fit_rms = np.zeros((4, 3))
+        for j in range(4):
+            for c in range(3):
+                m = state == c
+                # identically 0 up to the float32 rounding of the stored columns
+                if m.sum() == 0 or np.all(np.abs(resid[m, j]) <= 1e-5 * mag[m, j]):
+                    continue
+                rows = np.flatnonzero(m)
+                A = sparse.csr_matrix((np.r_[1 - fr[rows], fr[rows]], (np.r_[np.arange(rows.size), np.arange(rows.size)],
+                                                                       np.r_[i0[rows], i0[rows] + 1])), shape=(rows.size, K))
+                W = sparse.diags(w[rows])
+                AtA = (A.T @ W @ A).tocsc()
+                lam = 1e-6 * float(w[rows].sum()) / K
+                t = spsolve((AtA + lam * (D.T @ D) + 1e-12 * sparse.eye(K)).tocsc(), A.T @ (w[rows] * resid[rows, j]))
+                tables[j, c] = t
+                after = resid[rows, j] - (A @ t)
+                self.fit_rms[j, c] = float(np.sqrt(np.average(after ** 2, weights=w[rows])))
+                gates[j, c] = float(np.ptp(after) > 1e-4 * max(1.0, float(np.abs(resid[rows, j]).max())))
+        self.tables = tables.astype(np.float32).astype(np.float64)
+        self.gates = gates
+        r = self.residual(gx, gy)
+        g = self.gate_rows(gx)
+        ww = w[:, None] * g
+        sw = np.maximum(ww.sum(0), 1e-12)
+        self.r_mean = (ww * r).sum(0) / sw
+        self.r_std = np.sqrt((ww * (r - self.r_mean) ** 2).sum(0) / sw)
+        self.r_std = np.where(self.r_std < 1e-6, 1.0, self.r_std)
+        self.r_mean = np.where(gates.sum(1) > 0, self.r_mean, 0.0)
+        probs = y[:, [names.index(c) for c in PROB_OUTPUTS[:5]]]
+        ok = np.abs(probs.sum(1) - 1.0) < 1e-4
+        self.softmax = bool(np.average(ok, weights=w) > 0.999 and np.all(probs >= 0))
+        self.const_mask = np.array([n in PROB_OUTPUTS and np.ptp(y[:, i]) == 0 for i, n in enumerate(names)])
+        self.const_value = np.where(self.const_mask, y[0], 0.0)
+        return self
+
+    def table_values(self, gx):
+        state, _, lp = self.split(gx)
+        K = self.n_knots
+        pos = np.clip((lp - self.lo) / self.step, 0.0, K - 1 - 1e-3)
+        i0 = np.floor(pos).astype(np.int64)
+        fr = pos - i0
+        flat = self.tables.reshape(4, 3 * K)
+        idx = state * K + i0
+        return ((1 - fr) * flat[:, idx] + fr * flat[:, idx + 1]).T
+
+    def gate_rows(self, gx):
+        state, _, _ = self.split(gx)
+        return self.gates[:, state].T
+
+    def residual(self, gx, gy):
+        names = [c for c, _, _ in GLOBALPID_OUTPUTS]
+        _, structural, _ = self.split(gx)
+        y = np.asarray(gy, np.float64)[:, [names.index(c) for c in DLL_OUTPUTS]]
+        return y - structural - self.table_values(gx)
+
+    def targets(self, gx, gy):
+        """(standardised DLL corrections [N, 4], ProbNN [N, 6], log-probability targets [N, 6])."""
+        names = [c for c, _, _ in GLOBALPID_OUTPUTS]
+        r = (self.residual(gx, gy) - self.r_mean) / self.r_std * self.gate_rows(gx)
+        prob = np.clip(np.asarray(gy, np.float64)[:, [names.index(c) for c in PROB_OUTPUTS]], 0.0, 1.0)
+        pc = np.clip(prob, PROB_EPS, 1 - PROB_EPS)
+        logit = np.clip(np.log(pc) - np.log1p(-pc), -LOGIT_MAX, LOGIT_MAX)
+        if self.softmax:
+            lg = np.log(pc[:, :5])
+            logit[:, :5] = lg - lg.mean(1, keepdims=True)
+        return r, prob, logit
+
+    def summary(self) -> dict:
+        pairs = {}
+        for j, c in enumerate(DLL_OUTPUTS):
+            for k, st in enumerate(MUON_STATES):
+                if np.any(self.tables[j, k] != 0) or self.gates[j, k]:
+                    pairs[f"{c}|{st}"] = {"table": bool(np.any(self.tables[j, k] != 0)),
+                                          "gaussian_correction": bool(self.gates[j, k]),
+                                          "rms_after_table": round(float(self.fit_rms[j, k]), 5)}
+        return {"probnn_head": "softmax of 5 logits (training ProbNN sum to 1)" if self.softmax else
+                "independent sigmoids", "dll_terms_beyond_subdetector_sum": pairs or "none (exact sums)",
+                "table_knots": int(self.n_knots), "table_log_p_GeV_range": [round(self.lo, 4),
+                                                                           round(self.lo + self.step * (self.n_knots - 1), 4)]}
 
 
 # ----------------------------------------------------------------------------------------------
 # training
 # ----------------------------------------------------------------------------------------------
 def train_weighted(model, row_loss, n_train, w_train, val_loss, *, seconds=60.0, max_epochs=200, batch=1024,
-                   lr=3e-3, weight_decay=0.0, seed=0, threads=1, log=print, name="model"):
+                   lr=3e-3, weight_decay=0.0, seed=0, threads=1, log=print, name="model", batch_max=None,
+                   lbfgs_seconds=0.0, lbfgs_rows=60_000):
     """Minimise sum_i w_i loss_i / sum_i w_i with AdamW over a wall-time budget.
 
     ``row_loss(idx)`` -> per-row loss tensor of the training rows ``idx`` (LongTensor); weights may
     be negative (sWeights): each batch is normalised by the *global* mean weight so that negative
     batches do not flip the sign.  ``val_loss()`` -> float (weighted validation loss); the best
-    state is kept.
+    state is kept.  ``batch_max``: the batch grows from ``batch`` to ``batch_max`` in doublings
+    spread evenly over the budget (less gradient noise late in training, and on one CPU thread
+    a 4096-row step costs ~2x a 1024-row step, not 4x).  ``lbfgs_seconds``: after AdamW, a
+    full-batch L-BFGS polish on ``lbfgs_rows`` training rows (useful for the near-deterministic
+    GlobalPID distillation); kept only if the validation loss improves.
     """
     import torch
 
@@ -350,11 +544,15 @@ def train_weighted(model, row_loss, n_train, w_train, val_loss, *, seconds=60.0,
     w_mean = float(np.mean(w_train)) if abs(float(np.mean(w_train))) > 1e-12 else 1.0
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
-    steps = max(n_train // batch, 1)
+    batch0 = batch
+    n_double = int(round(math.log2(batch_max / batch0))) if batch_max and batch_max > batch0 else 0
     t0 = time.time()
     best, best_state, epoch = float("inf"), None, 0
     history = []
     while epoch < max_epochs and (time.time() - t0 < seconds or epoch == 0):
+        frac0 = min((time.time() - t0) / seconds, 1.0)
+        batch = batch0 * 2 ** min(int(frac0 * (n_double + 1)), n_double)
+        steps = max(n_train // batch, 1)
         perm = torch.randperm(n_train, generator=gen)
         model.train()
         run = 0.0
@@ -381,8 +579,41 @@ def train_weighted(model, row_loss, n_train, w_train, val_loss, *, seconds=60.0,
             log(f"  [{name}] epoch {epoch:3d} train {run / steps:.4f} val {v:.4f} ({time.time() - t0:.0f}s)")
     if best_state is not None:
         model.load_state_dict(best_state)
-    model.eval()
-    return {"epochs": epoch, "seconds": round(time.time() - t0, 1), "best_val_loss": round(best, 5)}
+    info = {"epochs": epoch, "seconds": round(time.time() - t0, 1), "best_val_loss": round(best, 5),
+            "batch": [batch0, batch0 * 2 ** n_double] if n_double else batch0}
+    if lbfgs_seconds > 0:
+        t1 = time.time()
+        sub = torch.randperm(n_train, generator=gen)[:lbfgs_rows]
+        wsub = w[sub]
+        wm = float(wsub.mean()) if abs(float(wsub.mean())) > 1e-12 else 1.0
+        model.train()
+        opt2 = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=20, history_size=20,
+                                 line_search_fn="strong_wolfe")
+
+        def closure():
+            opt2.zero_grad(set_to_none=True)
+            loss = (row_loss(sub) * wsub).mean() / wm
+            loss.backward()
+            return loss
+
+        rounds = 0
+        while time.time() - t1 < lbfgs_seconds:
+            opt2.step(closure)
+            rounds += 1
+            model.eval()
+            with torch.no_grad():
+                v = float(val_loss())
+            model.train()
+            if math.isfinite(v) and v < best:
+                best = v
+                best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
+            if log:
+                log(f"  [{name}] L-BFGS round {rounds} val {v:.4f} ({time.time() - t1:.0f}s)")
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        model.eval()
+        info.update(lbfgs_rounds=rounds, lbfgs_seconds=round(time.time() - t1, 1), best_val_loss=round(best, 5))
+    return info
 
 
 def export(model, path, n_in, noise_dim=0, opset=17):
