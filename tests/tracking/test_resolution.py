@@ -195,14 +195,8 @@ def test_momentum_loc_scale_table_matches_numpy():
     np.testing.assert_allclose(row[:, 2 * D:3 * D] + frac * row[:, 3 * D:], sc, rtol=1e-5)
 
 
-def test_slope_table_groups_graph_matches_numpy_and_sparse_groups_fall_back():
-    """Quantile-table groups track type x p bin x polar-slope bin: the graph's arithmetic (torch, as
-    exported) equals table_group() row by row, including rows exactly on an edge; a slope sub-group with
-    too few rows gets its coarse group's table; the derived slope features agree between numpy and torch."""
-    import torch
-
-    from models.training.tracking.generative import (ConditionScaler, DerivedConditions, Gaussianizer, build_flow,
-                                                     table_group)
+def _slope_table_setup():
+    from models.training.tracking.generative import Gaussianizer, table_group
 
     rng = np.random.default_rng(6)
     n = 20_000
@@ -216,20 +210,35 @@ def test_slope_table_groups_graph_matches_numpy_and_sparse_groups_fall_back():
     x[np.arange(n), 9 + kind] = 1
     p_edges, th_edges = (3.0, 3.5, 4.0, 4.5), (0.03, 0.08)
     g = table_group(x, p_edges, theta_edges=th_edges)
+    t = rng.standard_normal((n, 2))
+    t[g == 1, 0] += 5.0  # a distinctive sub-group
+    gz = Gaussianizer().fit(t, g, n_groups=45, n_sub=3, min_rows=300)
+    return x, kind, g, t, gz, p_edges, th_edges
+
+
+def test_slope_table_groups_and_sparse_groups_fall_back():
+    """Quantile-table groups track type x p bin x polar-slope bin (rows exactly on an edge included); a
+    slope sub-group with too few rows gets its coarse group's table."""
+    x, kind, g, t, gz, _, _ = _slope_table_setup()
     th = np.hypot(x[:, 3].astype(np.float64), x[:, 4])
     assert np.array_equal(g % 3, (th >= 0.03 - 1e-7).astype(int) + (th >= 0.08 - 1e-7))
     assert np.array_equal(g // 15, kind)
-    t = rng.standard_normal((n, 2))
-    t[g == 1, 0] += 5.0  # a distinctive sub-group
-    n_groups = 45
-    gz = Gaussianizer().fit(t, g, n_groups=n_groups, n_sub=3, min_rows=300)
-    counts = np.bincount(g, minlength=n_groups)
+    counts = np.bincount(g, minlength=45)
     sparse = np.flatnonzero(counts < 300)
     assert sparse.size and counts[1] >= 300
     for k in sparse:  # the coarse group's table
         coarse = (g // 3) == (k // 3)
         np.testing.assert_allclose(gz.q[k, :, 120], np.median(t[coarse], axis=0), atol=0.05)
     assert gz.q[1, 0, 120] == pytest.approx(5.0, abs=0.1)
+
+
+def test_slope_table_groups_graph_matches_numpy():
+    """The graph's arithmetic (torch, as exported) equals table_group() row by row; the derived slope
+    features agree between numpy and torch; the residual parametrisation acts on its columns only."""
+    torch = pytest.importorskip("torch", reason="the exported-graph half needs PyTorch (training only)")
+    from models.training.tracking.generative import ConditionScaler, DerivedConditions, build_flow
+
+    x, _, g, _, gz, p_edges, th_edges = _slope_table_setup()
     der = DerivedConditions().fit(x)
     flow = build_flow(12, 2, ConditionScaler(flag_columns=range(6, 12)).fit(x), gz, n_layers=2, hidden=8, embed=4,
                       p_edges=p_edges, theta_edges=th_edges, derived=der, residual_columns=[0])
