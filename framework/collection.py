@@ -178,8 +178,8 @@ class Collection:
     def drop_columns(self, *names) -> "Collection":
         return Collection({k: v for k, v in self._columns.items() if k not in names}, self.offsets, self._event_numbers)
 
-    def select(self, row_mask) -> "Collection":
-        """Keep the rows where ``row_mask`` is true (or the given row indices, sorted)."""
+    def _selected_rows(self, row_mask):
+        """Row indices and per-event counts of a boolean row mask (or of sorted row indices)."""
         row_mask = np.asarray(row_mask)
         if row_mask.dtype == bool:
             if row_mask.shape != (len(self),):
@@ -187,7 +187,11 @@ class Collection:
             idx = np.flatnonzero(row_mask)
         else:
             idx = row_mask.astype(np.int64)
-        counts = np.bincount(self.event_index[idx], minlength=self.n_events)
+        return idx, np.bincount(self.event_index[idx], minlength=self.n_events)
+
+    def select(self, row_mask) -> "Collection":
+        """Keep the rows where ``row_mask`` is true (or the given row indices, sorted)."""
+        idx, counts = self._selected_rows(row_mask)
         cols = {k: _rows(v, idx) for k, v in self._columns.items()}
         return Collection.from_counts(cols, counts, self._event_numbers)
 
@@ -206,14 +210,7 @@ class Collection:
     def select_lazy(self, row_mask) -> "Collection":
         """As :meth:`select`, but each column is gathered only when first read: for wide
         collections of which a consumer reads a few columns."""
-        row_mask = np.asarray(row_mask)
-        if row_mask.dtype == bool:
-            if row_mask.shape != (len(self),):
-                raise ValueError("row mask length differs from the number of rows")
-            idx = np.flatnonzero(row_mask)
-        else:
-            idx = row_mask.astype(np.int64)
-        counts = np.bincount(self.event_index[idx], minlength=self.n_events)
+        idx, counts = self._selected_rows(row_mask)
         new = Collection.from_counts({}, counts, self._event_numbers)
         new._columns = _GatheredColumns(self._columns, idx)
         return new
