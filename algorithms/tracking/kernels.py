@@ -49,6 +49,22 @@ def _is_tracked(pid, tracked):
     return False
 
 
+@nb.njit(cache=True, inline="always")
+def _origin_xyz(ov, v_offset, vx, vy, vz):
+    """Origin position of an MC particle with within-event ``origin_vertex`` ``ov`` (vertex rows of its
+    event start at ``v_offset``): NaN without an origin vertex, 0 when there is no vertex column at all
+    (as gather_kinematics); ``ok`` is False when ``ov`` points beyond the vertices (row 0 is used)."""
+    if ov < 0:
+        return np.nan, np.nan, np.nan, True
+    if vx.shape[0] == 0:
+        return 0.0, 0.0, 0.0, True
+    r = v_offset + ov
+    ok = r < vx.shape[0]
+    if not ok:
+        r = 0
+    return vx[r], vy[r], vz[r], ok
+
+
 @nb.njit(cache=True)
 def _select_and_gather(p_offsets, end_vertex, pid, origin_vertex, px, py, pz, v_offsets, vx, vy, vz, tracked):
     """Candidates (final state, tracked species) with their kinematics and origin position."""
@@ -71,7 +87,6 @@ def _select_and_gather(p_offsets, end_vertex, pid, origin_vertex, px, py, pz, v_
     opy = np.empty(m)
     opz = np.empty(m)
     counts = np.zeros(n_ev, np.int64)
-    nv = vx.shape[0]
     bad = -1
     k = 0
     for e in range(n_ev):
@@ -85,23 +100,9 @@ def _select_and_gather(p_offsets, end_vertex, pid, origin_vertex, px, py, pz, v_
             opx[k] = px[i]
             opy[k] = py[i]
             opz[k] = pz[i]
-            ov = origin_vertex[i]
-            if ov < 0:
-                x[k] = np.nan
-                y[k] = np.nan
-                z[k] = np.nan
-            elif nv == 0:  # as gather_kinematics: no vertex column at all gives 0
-                x[k] = 0.0
-                y[k] = 0.0
-                z[k] = 0.0
-            else:
-                r = v_offsets[e] + ov
-                if r >= nv:
-                    bad = i
-                    r = 0
-                x[k] = vx[r]
-                y[k] = vy[r]
-                z[k] = vz[r]
+            x[k], y[k], z[k], ok = _origin_xyz(origin_vertex[i], v_offsets[e], vx, vy, vz)
+            if not ok:
+                bad = i
             counts[e] += 1
             k += 1
     return rows, ev, mc, opid, x, y, z, opx, opy, opz, counts, bad
@@ -142,7 +143,6 @@ def _gather_rows(ev, within, p_offsets, pid, origin_vertex, px, py, pz, v_offset
     opx = np.empty(m)
     opy = np.empty(m)
     opz = np.empty(m)
-    nv = vx.shape[0]
     n = pid.shape[0]
     bad = -1
     for k in range(m):
@@ -153,22 +153,9 @@ def _gather_rows(ev, within, p_offsets, pid, origin_vertex, px, py, pz, v_offset
         opx[k] = px[i]
         opy[k] = py[i]
         opz[k] = pz[i]
-        ov = origin_vertex[i]
-        if ov < 0:
-            x[k] = np.nan
-            y[k] = np.nan
-            z[k] = np.nan
-        elif nv == 0:
-            x[k] = 0.0
-            y[k] = 0.0
-            z[k] = 0.0
-        else:
-            r = v_offsets[ev[k]] + ov
-            if r >= nv:
-                return opid, x, y, z, opx, opy, opz, k
-            x[k] = vx[r]
-            y[k] = vy[r]
-            z[k] = vz[r]
+        x[k], y[k], z[k], ok = _origin_xyz(origin_vertex[i], v_offsets[ev[k]], vx, vy, vz)
+        if not ok:
+            return opid, x, y, z, opx, opy, opz, k
     return opid, x, y, z, opx, opy, opz, bad
 
 
