@@ -1,7 +1,6 @@
 """Tracking acceptance: ONNX model calibration on the LHCb 2016 sample, domain handling, draws,
 card checks."""
 import shutil
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -9,43 +8,22 @@ import yaml
 
 from framework import Collection, ConfigurationError
 from framework.context import BatchContext
-from framework.models import ModelSvc
 from framework.validation import calibration_in_bins
 from algorithms.tracking.acceptance import Acceptance
 from algorithms.tracking.features import FEATURE_NAMES, acceptance_features, physical_charge
+from tests.tracking import helpers
+from tests.tracking.helpers import fake_app, synthetic_mc
 
-TAG = "2016-MagUp-13TeV"
-
-
-def fake_app():
-    return SimpleNamespace(model_svc=ModelSvc(threads=1, conditions_tag=TAG), msg_svc=None, conditions={})
 
 
 def make_alg(cls=Acceptance, **props):
-    alg = cls(cls.__name__, **props)
-    alg._app = fake_app()
-    alg.initialize()
-    return alg
+    return helpers.make_alg(cls, **props)
 
 
 def make_mc(n_events, n_per_event, seed=3):
     """Events with one primary vertex each and pions/kaons/muons/electrons/protons/photons."""
-    rng = np.random.default_rng(seed)
-    n = n_events * n_per_event
-    pids = rng.choice([211, -211, 321, -321, 2212, 13, -11, 22], size=n)
-    eta = rng.uniform(1.0, 6.0, n)
-    pt = rng.exponential(500.0, n) + 50
-    phi = rng.uniform(-np.pi, np.pi, n)
-    px, py, pz = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)
-    parts = {"pid": pids.astype(np.int32), "px": px, "py": py, "pz": pz, "E": np.hypot(pt, pz),
-             "mass": np.zeros(n), "origin_vertex": np.zeros(n, np.int32), "end_vertex": np.full(n, -1, np.int32),
-             "mother": np.full(n, -1, np.int32), "collision": np.zeros(n, np.int32),
-             "is_signal": np.zeros(n, bool), "status": np.ones(n, np.int32)}
-    verts = {"x": rng.normal(0.83, 0.03, n_events), "y": rng.normal(-0.17, 0.03, n_events),
-             "z": rng.normal(0, 45, n_events), "t": np.zeros(n_events), "type": np.ones(n_events, np.int8),
-             "collision": np.zeros(n_events, np.int32)}
-    return (Collection.from_counts(parts, np.full(n_events, n_per_event)),
-            Collection.from_counts(verts, np.ones(n_events, np.int64)))
+    return synthetic_mc(np.random.default_rng(seed), n_events, n_per_event,
+                        [211, -211, 321, -321, 2212, 13, -11, 22], (1.0, 6.0), 500.0, 50)
 
 
 def ctx_for(alg, event_numbers, seed=5):

@@ -12,6 +12,7 @@ from framework.validation import ks_distance, pull_widths
 from algorithms.tracking.covariance import TrackCovariance
 from algorithms.tracking.ctb import COVARIANCE_OUTPUTS, RESOLUTION_OUTPUTS, covariance_from_outputs
 from algorithms.tracking.resolution import TrackResolution
+from tests.tracking.helpers import HeldoutC2ST
 
 try:  # tests/tracking may or may not be a package
     from .test_resolution import keyed, make_alg, make_event_data, run_resolution, subset
@@ -176,25 +177,8 @@ def test_chain_reproducible_and_symmetric():
 
 
 #: measured C2ST AUC of the shipped model per log10 p bin (its card: validation.c2st_auc_by_log10p); target <= 0.55
-_AUC_MEASURED = {k: v["auc"] for k, v in _CARD.get("c2st_auc_by_log10p", {}).items()}
-_HELDOUT_CACHE = {}
-
-
-def _heldout_generated(shared):
-    if "gen" not in _HELDOUT_CACHE:
-        from models.training.tracking.generative import load_tree, split_indices
-        from models.training.tracking.train_covariance import features_of
-
-        d = load_tree(shared("data", "lhcb_trk2016_samples.root"), "Resolution")
-        _, va = split_indices(len(d["pid"]))
-        dv = {k: v[va] for k, v in d.items()}
-        x = features_of(dv)
-        model = ModelSvc(threads=1).load(str(COV_MODEL))
-        noise = np.random.default_rng(54321).standard_normal((len(va), model.noise_dim)).astype(np.float32)
-        gen = model.run({"x": x, "noise": noise}).astype(np.float64)
-        ref = np.stack([dv[n] for n in COVARIANCE_OUTPUTS], axis=1).astype(np.float64)
-        _HELDOUT_CACHE["gen"] = (ref, gen, x)
-    return _HELDOUT_CACHE["gen"]
+_C2ST = HeldoutC2ST(COV_MODEL, "models.training.tracking.train_covariance", COVARIANCE_OUTPUTS, 54321,
+                    {k: v["auc"] for k, v in _CARD.get("c2st_auc_by_log10p", {}).items()})
 
 
 @pytest.mark.parametrize("lo,hi", [(1.9, 3.5), (3.5, 4.0), (4.0, 4.5), (4.5, 6.0)])
@@ -204,13 +188,6 @@ def test_c2st_auc_target_per_momentum_bin(shared, request, lo, hi):
     model misses the target are xfail with the measured figure."""
     needs_models()
     key = f"log10p_{lo}_{hi}"
-    if _AUC_MEASURED.get(key, 0.0) > 0.55:
-        request.applymarker(pytest.mark.xfail(strict=False, reason=f"target AUC <= 0.55 not met in {key}: "
-                                              f"measured {_AUC_MEASURED[key]} (card)"))
-    from models.training.tracking.generative import auc_in_p_bins
-
-    if "auc" not in _HELDOUT_CACHE:  # all bins in one call: the same random halves as the card
-        ref, gen, x = _heldout_generated(shared)
-        _HELDOUT_CACHE["auc"] = auc_in_p_bins(ref, gen, x, x[:, 5].astype(np.float64))
-    r = _HELDOUT_CACHE["auc"][key]
+    _C2ST.xfail_where_card_misses(request, key)
+    r = _C2ST.auc(shared, key)
     assert r["auc"] <= 0.55, r

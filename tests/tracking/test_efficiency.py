@@ -1,47 +1,25 @@
 """Tracking efficiency: calibration per track type on the LHCb 2016 sample, categorical draws,
 only accepted candidates evaluated, card checks."""
 import shutil
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import yaml
 from scipy import stats
 
-from framework import Collection, ConfigurationError
+from framework import ConfigurationError
 from framework.context import BatchContext
 from framework.models import ModelSvc
 from framework.validation import calibration_in_bins
 from algorithms.tracking.acceptance import Acceptance
 from algorithms.tracking.efficiency import OUTPUT_NAMES, TrackingEfficiency, draw_track_type
+from tests.tracking.helpers import make_alg, synthetic_mc
 
-TAG = "2016-MagUp-13TeV"
-
-
-def make_alg(cls, **props):
-    alg = cls(cls.__name__, **props)
-    alg._app = SimpleNamespace(model_svc=ModelSvc(threads=1, conditions_tag=TAG), msg_svc=None, conditions={})
-    alg.initialize()
-    return alg
 
 
 def make_mc(n_events, n_per_event, seed=4):
-    rng = np.random.default_rng(seed)
-    n = n_events * n_per_event
-    pids = rng.choice([211, -211, 321, -321, 2212, 13, -11], size=n)
-    eta = rng.uniform(1.5, 5.5, n)
-    pt = rng.exponential(600.0, n) + 100
-    phi = rng.uniform(-np.pi, np.pi, n)
-    px, py, pz = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)
-    parts = {"pid": pids.astype(np.int32), "px": px, "py": py, "pz": pz, "E": np.hypot(pt, pz),
-             "mass": np.zeros(n), "origin_vertex": np.zeros(n, np.int32), "end_vertex": np.full(n, -1, np.int32),
-             "mother": np.full(n, -1, np.int32), "collision": np.zeros(n, np.int32),
-             "is_signal": np.zeros(n, bool), "status": np.ones(n, np.int32)}
-    verts = {"x": rng.normal(0.83, 0.03, n_events), "y": rng.normal(-0.17, 0.03, n_events),
-             "z": rng.normal(0, 45, n_events), "t": np.zeros(n_events), "type": np.ones(n_events, np.int8),
-             "collision": np.zeros(n_events, np.int32)}
-    return (Collection.from_counts(parts, np.full(n_events, n_per_event)),
-            Collection.from_counts(verts, np.ones(n_events, np.int64)))
+    return synthetic_mc(np.random.default_rng(seed), n_events, n_per_event, [211, -211, 321, -321, 2212, 13, -11],
+                        (1.5, 5.5), 600.0, 100)
 
 
 def test_calibration_per_track_type_on_shared_sample(shared):

@@ -1,7 +1,6 @@
 """Track resolution model and TrackResolution algorithm: KS per output on held-out rows of the LHCb
 2016 sample, p <= 0 guard, reproducibility regardless of batch composition."""
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,10 +11,10 @@ from framework.models import ModelSvc
 from framework.validation import ks_distance
 from algorithms.tracking.ctb import RESOLUTION_OUTPUTS
 from algorithms.tracking.resolution import TrackResolution, apply_resolution
+from tests.tracking.helpers import HeldoutC2ST, make_alg, synthetic_mc
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "models" / "trk2016_resolution.onnx"
-TAG = "2016-MagUp-13TeV"
 # KS tolerance for 30k vs 30k rows: the model's own figure (card: < 0.018 on 62k rows; 0.0195 max on these
 # 30k rows with this noise) plus the two-sample statistical fluctuation (1.36 sqrt(2/30000) = 0.011 at 95 %)
 KS_TOL = 0.03
@@ -26,34 +25,16 @@ def needs_model():
         pytest.skip(f"{MODEL} not trained yet (python -m models.training.tracking.train_resolution)")
 
 
-def make_alg(cls, **props):
-    alg = cls(cls.__name__, **props)
-    alg._app = SimpleNamespace(model_svc=ModelSvc(threads=1, conditions_tag=TAG), msg_svc=None, conditions={})
-    alg.initialize()
-    return alg
-
-
 def make_event_data(n_events=30, n_per_event=25, seed=3):
     """Synthetic MC particles/vertices and TrackTypes rows (every particle a track of type 3/4/5)."""
     rng = np.random.default_rng(seed)
     n = n_events * n_per_event
-    pids = rng.choice([211, -211, 321, -321, 2212, 13, -11], size=n)
-    eta = rng.uniform(2.0, 5.0, n)
-    pt = rng.exponential(600.0, n) + 150
-    phi = rng.uniform(-np.pi, np.pi, n)
-    px, py, pz = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)
-    parts = {"pid": pids.astype(np.int32), "px": px, "py": py, "pz": pz, "E": np.hypot(pt, pz),
-             "mass": np.zeros(n), "origin_vertex": np.zeros(n, np.int32), "end_vertex": np.full(n, -1, np.int32),
-             "mother": np.full(n, -1, np.int32), "collision": np.zeros(n, np.int32),
-             "is_signal": np.zeros(n, bool), "status": np.ones(n, np.int32)}
-    verts = {"x": rng.normal(0.83, 0.03, n_events), "y": rng.normal(-0.17, 0.03, n_events),
-             "z": rng.normal(0, 45, n_events), "t": np.zeros(n_events), "type": np.ones(n_events, np.int8),
-             "collision": np.zeros(n_events, np.int32)}
+    parts, verts = synthetic_mc(rng, n_events, n_per_event, [211, -211, 321, -321, 2212, 13, -11], (2.0, 5.0),
+                                600.0, 150)
     counts = np.full(n_events, n_per_event)
     tt = {"mc_index": np.tile(np.arange(n_per_event, dtype=np.int32), n_events),
           "track_type": rng.choice(np.array([3, 3, 3, 4, 5, 0, -1], np.int8), size=n)}
-    return (Collection.from_counts(parts, counts), Collection.from_counts(verts, np.ones(n_events, np.int64)),
-            Collection.from_counts(tt, counts))
+    return parts, verts, Collection.from_counts(tt, counts)
 
 
 def subset(coll, events):
@@ -257,25 +238,8 @@ def _card_auc(model_path):
 
 
 #: measured C2ST AUC of the shipped model per log10 p bin (its card: validation.c2st_auc_by_log10p); target <= 0.55
-_AUC_MEASURED = _card_auc(MODEL) if MODEL.is_file() else {}
-_HELDOUT_CACHE = {}
-
-
-def _heldout_generated(shared):
-    if "gen" not in _HELDOUT_CACHE:
-        from models.training.tracking.generative import load_tree, split_indices
-        from models.training.tracking.train_resolution import features_of
-
-        d = load_tree(shared("data", "lhcb_trk2016_samples.root"), "Resolution")
-        _, va = split_indices(len(d["pid"]))
-        dv = {k: v[va] for k, v in d.items()}
-        x = features_of(dv)
-        model = ModelSvc(threads=1).load(str(MODEL))
-        noise = np.random.default_rng(12345).standard_normal((len(va), model.noise_dim)).astype(np.float32)
-        gen = model.run({"x": x, "noise": noise}).astype(np.float64)
-        ref = np.stack([dv[n] for n in RESOLUTION_OUTPUTS], axis=1).astype(np.float64)
-        _HELDOUT_CACHE["gen"] = (ref, gen, x)
-    return _HELDOUT_CACHE["gen"]
+_C2ST = HeldoutC2ST(MODEL, "models.training.tracking.train_resolution", RESOLUTION_OUTPUTS, 12345,
+                    _card_auc(MODEL) if MODEL.is_file() else {})
 
 
 @pytest.mark.parametrize("lo,hi", [(1.9, 3.5), (3.5, 4.0), (4.0, 4.5), (4.5, 6.0)])
@@ -285,13 +249,6 @@ def test_c2st_auc_target_per_momentum_bin(shared, request, lo, hi):
     model misses the target are xfail with the measured figure."""
     needs_model()
     key = f"log10p_{lo}_{hi}"
-    if _AUC_MEASURED.get(key, 0.0) > 0.55:
-        request.applymarker(pytest.mark.xfail(strict=False, reason=f"target AUC <= 0.55 not met in {key}: "
-                                              f"measured {_AUC_MEASURED[key]} (card)"))
-    from models.training.tracking.generative import auc_in_p_bins
-
-    if "auc" not in _HELDOUT_CACHE:  # all bins in one call: the same random halves as the card
-        ref, gen, x = _heldout_generated(shared)
-        _HELDOUT_CACHE["auc"] = auc_in_p_bins(ref, gen, x, x[:, 5].astype(np.float64))
-    r = _HELDOUT_CACHE["auc"][key]
+    _C2ST.xfail_where_card_misses(request, key)
+    r = _C2ST.auc(shared, key)
     assert r["auc"] <= 0.55, r
