@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import re
 
-from algorithms.common.descriptors import DecayDescriptor, DecayNode, parse_descriptor  # noqa: F401
+from algorithms.common.descriptors import DecayDescriptor, DecayNode, canonical_form, parse_descriptor  # noqa: F401
 from algorithms.common.particle_table import ParticleTable, default_table  # noqa: F401
 
-__all__ = ["DecayDescriptor", "DecayNode", "parse_descriptor", "ParticleTable", "default_table", "parse",
+__all__ = ["DecayDescriptor", "DecayNode", "canonical_form", "parse_descriptor", "ParticleTable", "default_table", "parse",
            "preorder", "normalise"]
 
 

@@ -31,6 +31,7 @@ import numpy as np
 from framework import Algorithm, Collection, ConfigurationError, Input, InputList, Output, Property
 
 from . import vertexfit
+from ._descriptors import canonical_form, preorder
 from .cuts import CombinationView, CutError, ParticleView, compile_cut
 from .kinematics import composite_measurement, pdg_charge, pdg_ctau, resolve_pid
 from .particles import (
@@ -386,7 +387,7 @@ class CombineParticles(Algorithm):
 
     def _named_cuts(self, mapping, prop, context, composite=False):
         heads = {id(a) for a in self.alternatives}
-        nodes = [n for alt in self.alternatives for n in _walk(alt) if id(n) not in heads]
+        nodes = [n for alt in self.alternatives for n in preorder(alt) if id(n) not in heads]
         if composite:
             nodes = [n for n in nodes if n.daughters]
         out = {}
@@ -488,11 +489,11 @@ class CombineParticles(Algorithm):
                 out = out.select(cut(ParticleView(out.columns)))
         cache[sig] = out
         if node.daughters and not head:
-            cache[("unordered", node.pid, _unordered(node))] = (node, out)
+            cache[("unordered", canonical_form(node))] = (node, out)
         return out
 
     def _reorder_cached(self, node, cache):
-        hit = cache.get(("unordered", node.pid, _unordered(node)))
+        hit = cache.get(("unordered", canonical_form(node)))
         if hit is None:
             return None
         built, coll = hit
@@ -513,18 +514,6 @@ class CombineParticles(Algorithm):
         idx = np.asarray(idx)
         cols = {k: (v[:, idx] if k.startswith("nodes_") else v) for k, v in coll.columns.items()}
         return Collection(cols, coll.offsets, coll.event_numbers)
-
-
-def _walk(node):
-    out = [node]
-    for d in node.daughters:
-        out.extend(_walk(d))
-    return out
-
-
-def _unordered(node):
-    """Signature of a node up to the order of the daughters (at every level)."""
-    return tuple(sorted(repr((d.pid, _unordered(d))) for d in node.daughters))
 
 
 def _signature(node):

@@ -32,6 +32,7 @@ import numpy as np
 from .particle_table import ConfigurationError, ParticleTable, default_table
 
 __all__ = [
+    "canonical_form",
     "DecayNode",
     "DecayDescriptor",
     "parse_descriptor",
@@ -109,7 +110,7 @@ class DecayDescriptor:
         if not self.cc:
             return [self.head]
         conj = self.head.conjugate(table)
-        if _canonical(conj) == _canonical(self.head):
+        if canonical_form(conj) == canonical_form(self.head):
             return [self.head]
         return [self.head, conj]
 
@@ -118,10 +119,10 @@ class DecayDescriptor:
         return f"[{body}]cc" if self.cc else body
 
 
-def _canonical(node: DecayNode):
+def canonical_form(node: DecayNode):
     """Order-independent form of a tree (a decay and its conjugate with the daughters listed
     in another order are the same decay)."""
-    return (node.pid, tuple(sorted(_canonical(d) for d in node.daughters)))
+    return (node.pid, tuple(sorted(canonical_form(d) for d in node.daughters)))
 
 
 # ---------------------------------------------------------------------- tokenizer
