@@ -822,6 +822,21 @@ def technique_settings(args) -> dict:
             "calibrated": not args.no_calibration}
 
 
+def fit_or_reload(args, name, x, t, tr, va, n_in: int, dim: int, **fit_options):
+    """Train the model and export ``OUTPUT_DIR/<name>.onnx``, or with ``--validate-only`` keep the existing
+    file and return its card (whose technique and training blocks the new card then keeps).
+    Returns ``(out_dir, onnx_path, old_card or None, fit or None)``."""
+    out_dir = Path(args.output_dir)
+    onnx_path = out_dir / f"{name}.onnx"
+    if args.validate_only:
+        import yaml
+
+        return out_dir, onnx_path, yaml.safe_load((out_dir / f"{name}.yaml").read_text()), None
+    flow, fit = fit_model(args, x, t, tr, va, **fit_options)
+    export_onnx(flow, onnx_path, n_in, dim)
+    return out_dir, onnx_path, None, fit
+
+
 def export_onnx(flow, path, n_in: int, dim: int, opset: int = 17):
     """Export the sampling graph ``y = flow(x, noise)`` (inputs ``x``, ``noise``; output ``y``)."""
     import torch

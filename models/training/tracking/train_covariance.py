@@ -234,17 +234,9 @@ def main(argv=None):
     tr, va = G.split_indices(len(x))
     print(f"{len(tr)} training rows, {len(va)} validation rows; {n_proj} reference correlation matrices projected to PD")
 
-    out_dir = Path(args.output_dir)
-    onnx_path = out_dir / f"{NAME}.onnx"
-    if args.validate_only:
-        import yaml
-
-        old_card = yaml.safe_load((out_dir / f"{NAME}.yaml").read_text())
-        fit = None
-    else:
-        flow, fit = G.fit_model(args, x, t, tr, va, mscale_columns=range(len(COVARIANCE_OUTPUTS)), p_edges=R.P_EDGES,
-                                postprocess=_postprocess)
-        G.export_onnx(flow, onnx_path, len(COVARIANCE_INPUTS), len(COVARIANCE_OUTPUTS))
+    out_dir, onnx_path, old_card, fit = G.fit_or_reload(
+        args, NAME, x, t, tr, va, len(COVARIANCE_INPUTS), len(COVARIANCE_OUTPUTS),
+        mscale_columns=range(len(COVARIANCE_OUTPUTS)), p_edges=R.P_EDGES, postprocess=_postprocess)
 
     # ---- validation with the exported artifact ---------------------------------------------------
     sampler = G.OnnxSampler(onnx_path, threads=args.threads)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -112,17 +111,9 @@ def main(argv=None):
     tr, va = G.split_indices(len(x))
     print(f"{len(tr)} training rows, {len(va)} validation rows")
 
-    out_dir = Path(args.output_dir)
-    onnx_path = out_dir / f"{NAME}.onnx"
-    if args.validate_only:
-        import yaml
-
-        old_card = yaml.safe_load((out_dir / f"{NAME}.yaml").read_text())
-        fit = None
-    else:
-        flow, fit = G.fit_model(args, x, t, tr, va, mscale_columns=range(6), p_edges=P_EDGES,
-                                postprocess=_postprocess)
-        G.export_onnx(flow, onnx_path, len(RESOLUTION_INPUTS), len(RESOLUTION_OUTPUTS))
+    out_dir, onnx_path, old_card, fit = G.fit_or_reload(
+        args, NAME, x, t, tr, va, len(RESOLUTION_INPUTS), len(RESOLUTION_OUTPUTS), mscale_columns=range(6),
+        p_edges=P_EDGES, postprocess=_postprocess)
 
     # ---- validation with the exported artifact -------------------------------------------------
     sampler = G.OnnxSampler(onnx_path, threads=args.threads)
