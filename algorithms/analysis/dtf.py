@@ -68,8 +68,11 @@ K_TRACK, K_COMPOSITE, K_MISSING = 0, 1, 2
 V_FREE, V_POINTING, V_SHARED = 0, 1, 2
 RESONANCE_CTAU_MM = 1e-3  # c*tau below 1 um: the composite shares its mother's vertex
 _NEUTRINOS = {12, 14, 16}
-# fast-math without the no-NaN/no-Inf assumptions (the kernels test for non-finite values)
-_FM = {"reassoc", "contract", "nsz", "arcp"}
+# no fast-math: with reassociation/contraction allowed, the machine code of these kernels (which
+# call helpers of kinematics.py) depended on what else had been compiled in the process, so a
+# first run (fresh compilation) and later runs (numba cache) differed by ~1e-11 relative in every
+# DTF output.  Same options + seed must give identical files; the cost was not measurable.
+_FM = False
 
 
 # ----------------------------------------------------------------------------------------------
