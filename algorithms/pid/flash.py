@@ -29,7 +29,7 @@ import numba as nb
 import numpy as np
 
 from framework import Algorithm, Collection, ConfigurationError, Input, Output, Property
-from framework.random import counter_normal, counter_uniform
+from framework.random import counter_uniform, row_key, row_normal
 
 from .features import (
     GLOBALPID_OUTPUTS, MODEL_KINDS, MUON_OUTPUTS, NO_MUON, NO_PID_VALUES, NO_PROBNNMU,
@@ -58,10 +58,12 @@ def _uniforms(key, events, indices):
 
 @nb.njit(cache=True)
 def _normals(key, events, indices, n):
+    # row_normal(row_key(k, e, i), j) == counter_normal(k, e, i, j) bit for bit: the object is hashed once
     out = np.empty((events.shape[0], n), dtype=np.float32)
     for i in range(events.shape[0]):
+        h = row_key(key, events[i], indices[i])
         for j in range(n):
-            out[i, j] = counter_normal(key, events[i], indices[i], j)
+            out[i, j] = row_normal(h, j)
     return out
 
 
