@@ -298,23 +298,42 @@ def _gather_nodes(head: dict, slots: list, rows) -> dict:
 
 
 def merge_particles(colls, n_events: int, event_numbers=None, dedupe_tracks: bool = False) -> Collection:
-    """Rows of several particle collections (same columns), merged event by event (stable)."""
+    """Rows of several particle collections (same columns), merged event by event: in each event
+    the rows of the first collection, then those of the second, ... (the order of a stable sort by
+    event).  Each column is written once, straight to its final rows (no concatenate-and-sort)."""
     colls = [c for c in colls if c is not None]
     if len(colls) == 1:
         return colls[0]
     names = colls[0].names
-    cols = {k: np.concatenate([c[k] for c in colls]) for k in names}
-    ev = np.concatenate([c.event_index for c in colls])
-    order = np.argsort(ev, kind="stable")
-    ev = ev[order]
-    cols = {k: (np.take(v, order, axis=0) if v.ndim > 1 else v[order]) for k, v in cols.items()}
-    if dedupe_tracks and len(ev):
-        key = np.stack([ev, cols["track"].astype(np.int64), cols["pid"].astype(np.int64)], 1)
-        _, first = np.unique(key, axis=0, return_index=True)
-        keep = np.zeros(len(ev), bool)
-        keep[first] = True
-        ev = ev[keep]
-        cols = {k: v[keep] for k, v in cols.items()}
+    counts = [np.asarray(c.counts, dtype=np.int64) for c in colls]
+    total = np.sum(counts, axis=0)
+    offsets = np.zeros(n_events + 1, dtype=np.int64)
+    np.cumsum(total, out=offsets[1:])
+    # destination row of each source row: event start + rows of earlier collections in that event
+    # + position within its own collection's event
+    dest = []
+    before = np.zeros(n_events, dtype=np.int64)
+    for c, cnt in zip(colls, counts):
+        ev = c.event_index
+        dest.append(offsets[:-1][ev] + before[ev] + (np.arange(len(ev), dtype=np.int64) - c.offsets[:-1][ev]))
+        before = before + cnt
+    n = int(offsets[-1])
+    cols = {}
+    for k in names:
+        first = colls[0][k]
+        out = np.empty((n,) + first.shape[1:], dtype=first.dtype)
+        for c, d in zip(colls, dest):
+            out[d] = c[k]
+        cols[k] = out
+    if not dedupe_tracks or n == 0:
+        return Collection(cols, offsets, event_numbers)
+    ev = np.repeat(np.arange(n_events, dtype=np.int64), total)
+    key = np.stack([ev, cols["track"].astype(np.int64), cols["pid"].astype(np.int64)], 1)
+    _, first = np.unique(key, axis=0, return_index=True)
+    keep = np.zeros(n, bool)
+    keep[first] = True
+    ev = ev[keep]
+    cols = {k: v[keep] for k, v in cols.items()}
     return Collection.from_event_index(cols, ev, n_events, event_numbers)
 
 
