@@ -191,3 +191,43 @@ def test_ip_matches_tracking_kernel(events):
     np.testing.assert_array_equal(k["best_pv"], best)
     np.testing.assert_allclose(k["ip"], bip, rtol=1e-10)
     np.testing.assert_allclose(k["ipchi2"], bchi2, rtol=1e-10)
+
+
+def test_merge_particles_is_a_stable_merge_by_event():
+    """Rows of several collections merged event by event: in each event the rows of the first
+    collection, then the second, ... (a stable sort by event), every column (also [N, a, b] ones)
+    carried along; with ``dedupe_tracks`` the first (event, track, pid) occurrence is kept."""
+    import numpy as np
+
+    from algorithms.analysis.combiner import merge_particles
+    from framework import Collection
+
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        ne = 40
+        parts = []
+        for _p in range(rng.integers(2, 4)):
+            cnt = rng.integers(0, 3, ne)
+            n = int(cnt.sum())
+            cols = {"a": rng.normal(size=n), "b": rng.normal(size=(n, 3, 2)),
+                    "track": rng.integers(0, 3, n).astype(np.int32), "pid": rng.choice([13, -13], n).astype(np.int32)}
+            parts.append(Collection.from_counts(cols, cnt, np.arange(ne) + 100))
+        ev = np.concatenate([p.event_index for p in parts])
+        order = np.argsort(ev, kind="stable")
+        for dedupe in (False, True):
+            m = merge_particles(parts, ne, np.arange(ne) + 100, dedupe_tracks=dedupe)
+            ref = {k: np.concatenate([p[k] for p in parts])[order] for k in ("a", "b", "track", "pid")}
+            ref_ev = ev[order]
+            if dedupe:
+                seen, keep = set(), []
+                for i in range(len(ref_ev)):
+                    key = (ref_ev[i], ref["track"][i], ref["pid"][i])
+                    keep.append(key not in seen)
+                    seen.add(key)
+                keep = np.array(keep, bool)
+                ref = {k: v[keep] for k, v in ref.items()}
+                ref_ev = ref_ev[keep]
+            np.testing.assert_array_equal(m.event_index, ref_ev)
+            for k, v in ref.items():
+                np.testing.assert_array_equal(m[k], v)
+            np.testing.assert_array_equal(m.event_numbers, np.arange(ne) + 100)
