@@ -49,7 +49,7 @@ class ApplicationMgr(Component):
     OutputLevel = Property(str, "INFO", "global message threshold", choices=list(LEVELS))
     OnnxThreads = Property(int, 1, "ONNX Runtime intra-op threads per session")
     OnnxProvider = Property(str, "cpu", "ONNX Runtime provider: cpu, cuda or auto", choices=["cpu", "cuda", "auto"])
-    OnnxChunkSize = Property(int, 4096, "rows per ONNX Runtime call (fixed shapes: results independent of batching)")
+    OnnxChunkSize = Property(int, 4096, "rows per ONNX Runtime call, a multiple of 16 (padded shapes: results independent of batching)")
     ProgressInterval = Property(float, 10.0, "seconds between progress lines when not on a terminal (0: none)")
     Processes = Property(int, 1, "worker processes; events are split in contiguous shards and outputs merged")
 

@@ -26,7 +26,9 @@ from .errors import ConfigurationError
 
 DEFAULT_CHUNK = 4096
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: cards with validation tables are large
-PAD_CHUNK = 256
+# the last chunk of a call is zero-padded to a multiple of this many rows: few distinct input shapes
+# for onnxruntime, little wasted work (a row's outputs do not depend on the chunk's size, tested)
+PAD_CHUNK = 16
 
 
 def model_search_path() -> list[Path]:
@@ -200,6 +202,11 @@ class ModelSvc:
         self.threads = threads
         self.provider = provider
         self.chunk_size = int(chunk_size)
+        if self.chunk_size <= 0 or self.chunk_size % PAD_CHUNK:
+            # onnxruntime's vectorised kernels give a row bit-identical outputs only when every call
+            # has a multiple of 16 rows (tests/test_model_chunking.py): a 37-row chunk does not
+            raise ConfigurationError(f"ApplicationMgr.OnnxChunkSize: expected a positive multiple of {PAD_CHUNK} "
+                                     f"(results independent of batching), got {chunk_size}")
         self.conditions_tag = conditions_tag
         self.allow_conditions_mismatch = allow_conditions_mismatch
         self.models: dict[Path, Model] = {}
