@@ -170,40 +170,82 @@ def _top_ancestor(mother):
     return top
 
 
+_TRUE_FLOATS = ("TRUEP_X", "TRUEP_Y", "TRUEP_Z", "TRUEP_E", "TRUEPT", "TRUEORIGINVERTEX_X", "TRUEORIGINVERTEX_Y",
+                "TRUEORIGINVERTEX_Z", "TRUEENDVERTEX_X", "TRUEENDVERTEX_Y", "TRUEENDVERTEX_Z", "TRUETAU")
+_TRUE_INTS = ("TRUEID", "MC_MOTHER_ID", "MC_MOTHER_KEY", "MC_GD_MOTHER_ID", "TRUEKEY")
+_F64_MAX = np.finfo(np.float64).max
+
+
+@nb.njit(cache=True)
+def _true_columns_kernel(rows, pid, mother, ev, off, p4, mass, origin_pos, end_pos, fout, iout):
+    """One pass over the rows: ``fout`` [12, n] float64 (order of ``_TRUE_FLOATS``), ``iout`` [5, n]
+    int32 (order of ``_TRUE_INTS``)."""
+    for k in range(rows.shape[0]):
+        r = rows[k]
+        if r < 0:
+            for a in range(8):
+                fout[a, k] = 0.0
+            for a in range(8, 11):
+                fout[a, k] = np.nan
+            fout[11, k] = -1.0
+            iout[0, k] = 0
+            iout[1, k] = 0
+            iout[2, k] = -1
+            iout[3, k] = 0
+            iout[4, k] = -1
+            continue
+        iout[0, k] = pid[r]
+        mo = mother[r]
+        if mo >= 0:
+            iout[1, k] = pid[mo]
+            iout[2, k] = mo - off[ev[mo]]
+            gd = mother[mo]
+            iout[3, k] = pid[gd] if gd >= 0 else 0
+        else:
+            iout[1, k] = 0
+            iout[2, k] = -1
+            iout[3, k] = 0
+        iout[4, k] = r - off[ev[r]]
+        px, py, pz = p4[r, 0], p4[r, 1], p4[r, 2]
+        fout[0, k] = px
+        fout[1, k] = py
+        fout[2, k] = pz
+        fout[3, k] = p4[r, 3]
+        fout[4, k] = np.hypot(px, py)
+        for a in range(3):
+            o = origin_pos[r, a]
+            if np.isnan(o):
+                o = 0.0
+            elif o == np.inf:
+                o = _F64_MAX
+            elif o == -np.inf:
+                o = -_F64_MAX
+            fout[5 + a, k] = o
+            fout[8 + a, k] = end_pos[r, a]
+        d0 = end_pos[r, 0] - origin_pos[r, 0]
+        d1 = end_pos[r, 1] - origin_pos[r, 1]
+        d2 = end_pos[r, 2] - origin_pos[r, 2]
+        L = np.sqrt(d0 * d0 + d1 * d1 + d2 * d2)
+        pmag = np.sqrt(px * px + py * py + pz * pz)
+        tau = L * mass[r] / (pmag * C_MM_PER_NS)
+        fout[11, k] = tau if np.isfinite(tau) else -1.0
+
+
 def true_columns(truth: MCTruthIndex, rows) -> dict:
     """DaVinci MC-truth columns for MC rows (global, -1 = no truth: zeros, as DaVinci):
     ``TRUEID, MC_MOTHER_ID, MC_MOTHER_KEY, MC_GD_MOTHER_ID, TRUEP_X/Y/Z/E, TRUEPT,
     TRUEORIGINVERTEX_X/Y/Z, TRUEENDVERTEX_X/Y/Z`` (NaN without end vertex), ``TRUETAU`` [ns]
     (-1 without end vertex or truth) and ``TRUEKEY`` (within-event index, -1 none)."""
-    rows = np.asarray(rows, dtype=np.int64)
-    ok = rows >= 0
-    r = np.where(ok, rows, 0)
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
     n = rows.shape[0]
-    out = {}
     if len(truth.pid) == 0:
         return _empty_truth(n)
-    pid = truth.pid
-    out["TRUEID"] = np.where(ok, pid[r], 0).astype(np.int32)
-    mo = np.where(ok, truth.mother[r], -1)
-    out["MC_MOTHER_ID"] = np.where(mo >= 0, pid[np.maximum(mo, 0)], 0).astype(np.int32)
-    ev = truth.mcp.event_index
-    off = truth.mcp.offsets
-    out["MC_MOTHER_KEY"] = np.where(mo >= 0, np.maximum(mo, 0) - off[:-1][ev[np.maximum(mo, 0)]], -1).astype(np.int32)
-    gd = np.where(mo >= 0, truth.mother[np.maximum(mo, 0)], -1)
-    out["MC_GD_MOTHER_ID"] = np.where(gd >= 0, pid[np.maximum(gd, 0)], 0).astype(np.int32)
-    p4 = np.where(ok[:, None], truth.p4[r], 0.0)
-    out["TRUEP_X"], out["TRUEP_Y"], out["TRUEP_Z"], out["TRUEP_E"] = p4[:, 0], p4[:, 1], p4[:, 2], p4[:, 3]
-    out["TRUEPT"] = np.hypot(p4[:, 0], p4[:, 1])
-    o = np.where(ok[:, None], np.nan_to_num(truth.origin_pos[r]), 0.0)
-    out["TRUEORIGINVERTEX_X"], out["TRUEORIGINVERTEX_Y"], out["TRUEORIGINVERTEX_Z"] = o[:, 0], o[:, 1], o[:, 2]
-    e = np.where(ok[:, None], truth.end_pos[r], np.nan)
-    out["TRUEENDVERTEX_X"], out["TRUEENDVERTEX_Y"], out["TRUEENDVERTEX_Z"] = e[:, 0], e[:, 1], e[:, 2]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        L = np.sqrt(np.sum((truth.end_pos[r] - truth.origin_pos[r]) ** 2, 1))
-        pmag = np.sqrt(np.sum(truth.p4[r, :3] ** 2, 1))
-        tau = L * truth.mass[r] / (pmag * C_MM_PER_NS)
-    out["TRUETAU"] = np.where(ok & np.isfinite(tau), tau, -1.0)
-    out["TRUEKEY"] = np.where(ok, r - off[:-1][ev[r]], -1).astype(np.int32)
+    fout = np.empty((len(_TRUE_FLOATS), n))
+    iout = np.empty((len(_TRUE_INTS), n), np.int32)
+    _true_columns_kernel(rows, truth.pid, truth.mother, truth.mcp.event_index, truth.mcp.offsets, truth.p4,
+                         truth.mass, truth.origin_pos, truth.end_pos, fout, iout)
+    out = dict(zip(_TRUE_INTS, iout))
+    out.update(zip(_TRUE_FLOATS, fout))
     return out
 
 
