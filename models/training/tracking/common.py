@@ -306,3 +306,10 @@ def classifier_arg_parser(description: str):
                     help="do not train: recompute the validation section of the existing model's card")
     ap.add_argument("--time-limit", type=float, default=480.0, help="training wall-time limit [s]")
     return ap
+
+
+def classifier_command(module: str, args) -> str:
+    """The command line that retrains a classifier with these settings (for its model card)."""
+    return (f"python -m {module} --input ../shared/data/lhcb_trk2016_samples.root --hidden {args.hidden} "
+            f"--epochs {args.epochs} --batch {args.batch} --lr {args.lr} --seed {args.seed} "
+            f"--species-weights {args.species_weights}")

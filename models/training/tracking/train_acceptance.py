@@ -129,7 +129,7 @@ def main(argv=None):
                          "split_seed": 20160, "validation_fraction": 0.2,
                          "species_weights": args.species_weights, **fit},
             "environment": C.environment(),
-            "command": "python -m models.training.tracking.train_acceptance --input ../shared/data/lhcb_trk2016_samples.root",
+            "command": C.classifier_command("models.training.tracking.train_acceptance", args),
             "total_seconds": round(time.perf_counter() - t_start, 1),
         },
         "validation": validation,

@@ -156,7 +156,7 @@ def main(argv=None):
                          "split_seed": 20160, "validation_fraction": 0.2, "weight_floor": WEIGHT_FLOOR,
                          "species_weights": args.species_weights, **fit},
             "environment": C.environment(),
-            "command": "python -m models.training.tracking.train_efficiency --input ../shared/data/lhcb_trk2016_samples.root",
+            "command": C.classifier_command("models.training.tracking.train_efficiency", args),
             "total_seconds": round(time.perf_counter() - t_start, 1),
         },
         "validation": validation,
