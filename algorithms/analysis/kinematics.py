@@ -6,7 +6,7 @@ Track-state convention (everywhere in flashsim): ``(x, y, tx, ty, q/p)`` at a re
 
 Inside the fits the momentum of a track is parametrised by ``(tx, ty, kappa)`` with
 ``kappa = 1/p > 0`` (``kappa = |q/p| / |q|``), so that the charge sign and magnitude drop out of
-the kernels; composites (fitted mothers used as inputs) carry ``(tx, ty, kappa, E)``.
+the kernels; composites (fitted mothers used as inputs) carry ``(tx, ty, kappa, m)``.
 
 Particle data (masses, charges, lifetimes) come from the ``particle`` package only; lookups are
 cached per PDG id.  The small dense linear algebra (Cholesky, solves, inverses) used by the
@@ -201,50 +201,83 @@ def composite_measurement(vertex, p4, cov7, kind: str = "resonance"):
 
     ``vertex`` (N,3), ``p4`` (N,4) and ``cov7`` (N,7,7) in the order (x, y, z, px, py, pz, E).
     ``kind="resonance"``: the composite decays at the mother's vertex (J/psi in B+ -> J/psi K+);
-    measurement ``(x, y, z, tx, ty, kappa, E)`` (7 components, vertex-fit kind 2).
+    measurement ``(x, y, z, tx, ty, kappa, m)`` (7 components, vertex-fit kind 2).
     ``kind="flying"``: a long-lived composite (D0, K0S, Lambda) enters like a track, a straight line
-    from its decay vertex along its momentum: ``(x, y, tx, ty, kappa, E)`` at ``z`` = its vertex z
+    from its decay vertex along its momentum: ``(x, y, tx, ty, kappa, m)`` at ``z`` = its vertex z
     (6 components, kind 1).  Returns ``meas (N,7), cov (N,7,7), z (N,), kind (N,) int8`` (padded).
     """
-    v = np.asarray(vertex, dtype=np.float64)
-    P = np.asarray(p4, dtype=np.float64)
-    C7 = np.asarray(cov7, dtype=np.float64)
+    if kind not in ("resonance", "flying"):
+        raise ConfigurationError(f"composite kind must be 'resonance' or 'flying', got {kind!r}")
+    v = np.ascontiguousarray(vertex, dtype=np.float64)
     n = v.shape[0]
-    px, py, pz, E = P[:, 0], P[:, 1], P[:, 2], P[:, 3]
-    p = np.sqrt(px * px + py * py + pz * pz)
-    tx, ty, kap = px / pz, py / pz, 1.0 / p
-    # Jacobian rows for (tx, ty, kappa, E) w.r.t. (x, y, z, px, py, pz, E)
-    Jm = np.zeros((n, 4, 7))
-    Jm[:, 0, 3] = 1.0 / pz
-    Jm[:, 0, 5] = -px / pz**2
-    Jm[:, 1, 4] = 1.0 / pz
-    Jm[:, 1, 5] = -py / pz**2
-    for k, c in enumerate((px, py, pz)):
-        Jm[:, 2, 3 + k] = -c / p**3
-    Jm[:, 3, 6] = 1.0
     meas = np.zeros((n, 7))
     cov = np.zeros((n, 7, 7))
-    if kind == "resonance":
-        J = np.zeros((n, 7, 7))
-        J[:, 0, 0] = J[:, 1, 1] = J[:, 2, 2] = 1.0
-        J[:, 3:, :] = Jm
-        meas[:] = np.stack([v[:, 0], v[:, 1], v[:, 2], tx, ty, kap, E], axis=1)
-        cov[:] = J @ C7 @ np.swapaxes(J, 1, 2)
-        kinds = np.full(n, 2, np.int8)
-    elif kind == "flying":
-        J = np.zeros((n, 6, 7))
-        J[:, 0, 0] = 1.0
-        J[:, 0, 2] = -tx  # x at fixed z0 = z_vertex: moving the vertex along z shifts x by -tx dz
-        J[:, 1, 1] = 1.0
-        J[:, 1, 2] = -ty
-        J[:, 2:, :] = Jm
-        meas[:, :6] = np.stack([v[:, 0], v[:, 1], tx, ty, kap, E], axis=1)
-        cov[:, :6, :6] = J @ C7 @ np.swapaxes(J, 1, 2)
-        kinds = np.full(n, 1, np.int8)
-    else:
-        raise ConfigurationError(f"composite kind must be 'resonance' or 'flying', got {kind!r}")
-    cov = 0.5 * (cov + np.swapaxes(cov, 1, 2))
+    _composite_measurement_kernel(v, np.ascontiguousarray(p4, dtype=np.float64),
+                                  np.ascontiguousarray(cov7, dtype=np.float64), kind == "resonance", meas, cov)
+    kinds = np.full(n, 2 if kind == "resonance" else 1, np.int8)
     return meas, cov, v[:, 2].copy(), kinds
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _composite_measurement_kernel(v, P, C7, resonance, meas, cov):
+    """One pass of :func:`composite_measurement`: Jacobian J of the measurement w.r.t.
+    (x, y, z, px, py, pz, E), ``cov = J C7 J^T`` symmetrised."""
+    nr = 7 if resonance else 6
+    J = np.zeros((7, 7))
+    T = np.empty((7, 7))
+    for k in range(v.shape[0]):
+        px, py, pz, E = P[k, 0], P[k, 1], P[k, 2], P[k, 3]
+        p = math.sqrt(px * px + py * py + pz * pz)
+        tx, ty, kap = px / pz, py / pz, 1.0 / p
+        for a in range(7):
+            for b in range(7):
+                J[a, b] = 0.0
+        o = 3 if resonance else 2  # first row of the (tx, ty, kappa, m) block
+        if resonance:
+            J[0, 0] = J[1, 1] = J[2, 2] = 1.0
+            meas[k, 0], meas[k, 1], meas[k, 2] = v[k, 0], v[k, 1], v[k, 2]
+            meas[k, 3], meas[k, 4], meas[k, 5] = tx, ty, kap
+        else:
+            J[0, 0] = 1.0
+            J[0, 2] = -tx  # x at fixed z0 = z_vertex: moving the vertex along z shifts x by -tx dz
+            J[1, 1] = 1.0
+            J[1, 2] = -ty
+            meas[k, 0], meas[k, 1] = v[k, 0], v[k, 1]
+            meas[k, 2], meas[k, 3], meas[k, 4] = tx, ty, kap
+        J[o, 3] = 1.0 / pz
+        J[o, 5] = -px / pz**2
+        J[o + 1, 4] = 1.0 / pz
+        J[o + 1, 5] = -py / pz**2
+        p3 = p**3
+        J[o + 2, 3] = -px / p3
+        J[o + 2, 4] = -py / p3
+        J[o + 2, 5] = -pz / p3
+        # invariant mass instead of the energy: E and |p| of a boosted composite are almost fully
+        # correlated, (kappa, E) gives a near-singular covariance and a fitted mass from the tiny
+        # difference E^2 - p^2; (kappa, m) is well conditioned at any momentum
+        m2 = E * E - p * p
+        mm = math.sqrt(m2) if m2 > 1e-6 else 1e-3
+        J[o + 3, 3] = -px / mm
+        J[o + 3, 4] = -py / mm
+        J[o + 3, 5] = -pz / mm
+        J[o + 3, 6] = E / mm
+        meas[k, o + 3] = mm
+        for a in range(nr):
+            for c in range(7):
+                t = 0.0
+                for b in range(7):
+                    t += J[a, b] * C7[k, b, c]
+                T[a, c] = t
+        for a in range(nr):
+            for c in range(a, nr):
+                s1 = 0.0
+                s2 = 0.0
+                for b in range(7):
+                    s1 += T[a, b] * J[c, b]
+                    s2 += T[c, b] * J[a, b]
+                x = 0.5 * (s1 + s2)
+                cov[k, a, c] = x
+                cov[k, c, a] = x
 
 
 # ----------------------------------------------------------------------------------------------

@@ -6,11 +6,11 @@ Each candidate is a list of *inputs* fitted to one common vertex ``v = (x, y, z)
   parameters ``(tx, ty, kappa = 1/p)``, model
   ``h = (x_v + (z0 - z_v) tx, y_v + (z0 - z_v) ty, tx, ty, kappa)`` (straight line);
 * kind 1, **flying composite** (a long-lived mother such as D0 or K0S fitted before):
-  ``(x, y, tx, ty, kappa, E)`` at ``z0`` = its decay-vertex z; parameters ``(tx, ty, kappa, E)``,
+  ``(x, y, tx, ty, kappa, m)`` at ``z0`` = its decay-vertex z; parameters ``(tx, ty, kappa, m)``,
   the same straight-line model: the composite is a "track" starting at its decay vertex;
 * kind 2, **resonance composite** (J/psi in B+ -> J/psi K+, decaying at the mother's vertex):
-  ``(x, y, z, tx, ty, kappa, E)``; parameters ``(tx, ty, kappa, E)``, model
-  ``h = (x_v, y_v, z_v, tx, ty, kappa, E)`` - equivalent to refitting all its tracks together.
+  ``(x, y, z, tx, ty, kappa, m)``; parameters ``(tx, ty, kappa, m)``, model
+  ``h = (x_v, y_v, z_v, tx, ty, kappa, m)`` - equivalent to refitting all its tracks together.
 
 The least-squares problem in (v, q_1..q_n) is solved by Gauss-Newton with the Billoir block
 elimination (cost linear in n).  ndof = sum(dim m_i) - 3 - sum(dim q_i): 2n - 3 for n tracks,
@@ -97,7 +97,8 @@ def _model(kind, v, q, z0, h, A, B):
 
 @nb.njit(cache=True, inline="always")
 def _p4_jac(kind, q, mass, p4, J):
-    """Four-momentum from the parameters (tx, ty, kappa[, E]) and J = dp4/dq (4 x k)."""
+    """Four-momentum from the parameters (tx, ty, kappa[, m]) and J = dp4/dq (4 x k): E = sqrt(p^2 + m^2)
+    with the track's mass hypothesis (kind 0) or the composite's fitted invariant mass (kinds 1, 2)."""
     tx, ty, kap = q[0], q[1], q[2]
     p = 1.0 / kap
     n2 = 1.0 + tx * tx + ty * ty
@@ -117,18 +118,16 @@ def _p4_jac(kind, q, mass, p4, J):
     J[2, 0] = dpz_tx
     J[2, 1] = dpz_ty
     J[2, 2] = dpz_k
-    if kind == 0:
-        E = math.sqrt(p * p + mass * mass)
-        p4[3] = E
-        J[3, 0] = 0.0
-        J[3, 1] = 0.0
-        J[3, 2] = -p * p * p / E
-    else:
-        p4[3] = q[3]
+    m = mass if kind == 0 else q[3]  # composites: the invariant mass is a parameter
+    E = math.sqrt(p * p + m * m)
+    p4[3] = E
+    J[3, 0] = 0.0
+    J[3, 1] = 0.0
+    J[3, 2] = -p * p * p / E
+    if kind != 0:
         for a in range(3):
             J[a, 3] = 0.0
-            J[3, a] = 0.0
-        J[3, 3] = 1.0
+        J[3, 3] = m / E
 
 
 @nb.njit(cache=True)

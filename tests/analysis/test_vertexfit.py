@@ -89,6 +89,30 @@ def test_resonance_composite_equals_track_fit(T):
             assert np.median(np.abs(rb["chi2"] + rj["chi2"] - r3["chi2"])) < 0.01
 
 
+def test_boosted_resonance_composite_mass_matches_track_fit():
+    """Above ~150 GeV the composite's energy and momentum are almost fully correlated: the B mass of
+    the (J/psi composite + K) fit must still equal the 3-track fit's (the composite carries its
+    invariant mass, not its energy, so nothing near-singular enters the fit)."""
+    B = toys.generate(3000, seed=77)
+    pB = np.linalg.norm(B["p4_B"][:, :3], axis=1)
+    sel = pB > 1.5e5
+    assert sel.sum() > 100
+    S = {k: B[k][sel] for k in ("states", "covs", "z")}
+    n = int(sel.sum())
+    rj = fit_vertex(S["states"][:, :2], S["covs"][:, :2], S["z"][:, :2], B["masses"][:2])
+    r3 = fit_vertex(S["states"], S["covs"], S["z"], B["masses"])
+    meas, cov, z, k = composite_measurement(rj["vertex"], rj["p4"], rj["cov7"], "resonance")
+    km, kc = track_inputs(S["states"][:, 2], S["covs"][:, 2])
+    rb = fit_vertex_general(np.stack([meas, km], 1).reshape(-1, 7), np.stack([cov, kc], 1).reshape(-1, 7, 7),
+                            np.stack([z, S["z"][:, 2]], 1).reshape(-1), np.stack([k, np.zeros(n, np.int8)], 1).reshape(-1),
+                            np.stack([np.zeros(n), np.full(n, toys.M_K)], 1).reshape(-1), np.arange(n + 1) * 2)
+    ok = (rb["status"] <= NONCONVERGED) & (r3["status"] <= NONCONVERGED)
+    assert ok.mean() > 0.99
+    d = (rb["mass"] - r3["mass"])[ok] / r3["mass_err"][ok]
+    assert np.all(rb["mass"][ok] > 0)
+    assert np.quantile(np.abs(d), 0.99) < 0.05, np.quantile(np.abs(d), [0.5, 0.9, 0.99])
+
+
 def test_ragged_matches_fixed(T):
     n = 500
     r3 = fit_vertex(T["states"][:n], T["covs"][:n], T["z"][:n], T["masses"])
