@@ -72,6 +72,47 @@ def test_ks_per_output_on_heldout_rows(shared):
     assert ks_distance(dv["dx"][:half], dv["dx"][half:] * 1.15) > KS_TOL
 
 
+#: downstream tracks (4 % of the sample, 2746 held-out rows): 10 noise draws per row pooled; a perfect model's KS
+#: exceeds 1.63 sqrt(1/n + 1/10n) = 0.033 with 1 % probability (asymptotic Kolmogorov law).  The model whose dx/dy
+#: regression head also applied to downstream tracks gave dx 0.063 (KS) and a dx core 11 % too wide here
+DOWNSTREAM_DRAWS = 10
+
+
+def _downstream_heldout(shared):
+    from models.training.tracking.generative import load_tree, split_indices
+    from models.training.tracking.train_resolution import features_of
+
+    d = load_tree(shared("data", "lhcb_trk2016_samples.root"), "Resolution")
+    _, va = split_indices(len(d["pid"]))
+    va = va[d["track_type"][va] == 5]
+    dv = {k: v[va] for k, v in d.items()}
+    model = ModelSvc(threads=1).load(str(MODEL))
+    x = np.tile(features_of(dv), (DOWNSTREAM_DRAWS, 1))
+    noise = np.random.default_rng(2024).standard_normal((len(x), model.noise_dim)).astype(np.float32)
+    ref = np.stack([dv[n] for n in RESOLUTION_OUTPUTS], axis=1).astype(np.float64)
+    return ref, model.run({"x": x, "noise": noise}).astype(np.float64)
+
+
+def test_downstream_outputs_on_heldout_rows(shared):
+    """Per-output KS of the downstream tracks at the 1 % statistical tolerance, and the robust core widths of the
+    x/y residuals (the columns with a regression head, which downstream tracks do not use) within 6 % (the
+    reference core's own statistical error on these rows is 2.2 %)."""
+    needs_model()
+    ref, gen = _downstream_heldout(shared)
+    n = len(ref)
+    tol = 1.63 * np.sqrt(1.0 / n + 1.0 / (DOWNSTREAM_DRAWS * n))
+    ks = {name: ks_distance(ref[:, i], gen[:, i]) for i, name in enumerate(RESOLUTION_OUTPUTS)}
+    assert max(ks.values()) < tol, (tol, ks)
+
+    def core(v):
+        return 1.4826 * np.median(np.abs(v - np.median(v)))
+
+    ratios = {name: core(gen[:, i]) / core(ref[:, i]) for i, name in enumerate(("dx", "dy"))}
+    assert all(abs(r - 1.0) < 0.06 for r in ratios.values()), ratios
+    # the core check can fail: dx 13 % too wide is caught (the model before this head: 1.11)
+    assert core(gen[:, 0] * 1.13) / core(ref[:, 0]) > 1.06
+
+
 def test_p_reco_guard_never_nan():
     ctb = {k: np.zeros(3) for k in ("x", "y", "z", "tx", "ty")}
     ctb["p"] = np.array([1000.0, 1000.0, 1000.0])

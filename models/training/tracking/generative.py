@@ -342,7 +342,7 @@ def build_flow(n_cond: int, dim: int, scaler: ConditionScaler, gauss: Gaussianiz
                mscale: "MomentumScale | None" = None, log10p_column: int = 5, depth: int = 1,
                activation: str = "silu", embed_hidden: int | None = None, p_edges=(), theta_edges=(),
                derived: "DerivedConditions | None" = None, embed_layers: int = 1,
-               residual_columns=None, reg_hidden: int = 64):
+               residual_columns=None, reg_hidden: int = 64, residual_types=(0, 1, 2)):
     """The conditional flow as a torch module with ``log_prob(u, x)`` (training) and
     ``forward(x, noise)`` (sampling: the exported graph).
 
@@ -360,6 +360,8 @@ def build_flow(n_cond: int, dim: int, scaler: ConditionScaler, gauss: Gaussianiz
       (``reg``, trained first by :func:`train_regression`, then frozen) gives a conditional location
       mu(x) and scale sigma(x) of those (normalised) targets; the quantile tables and the flow model
       r = (t - mu) / sigma (the graph: t = r sigma + mu after the inverse quantile transform);
+      ``residual_types``: the track types (0 long, 1 upstream, 2 downstream, from the flags in the
+      conditions) the head applies to -- mu = 0, sigma = 1 for the others;
     * inverse quantile table and momentum loc/scale tables are read with one Gather each (paired
       rows: value and slope)."""
     import torch
@@ -455,6 +457,18 @@ def build_flow(n_cond: int, dim: int, scaler: ConditionScaler, gauss: Gaussianiz
                 mask[list(residual_columns)] = 1.0
                 self.register_buffer("reg_mask", f32(mask))
                 self.reg = nn.Sequential(nn.Linear(n_c, reg_hidden), act(), nn.Linear(reg_hidden, 2 * dim))
+                # only the rows of the residual columns of the head's output layer are evaluated (the graph: a
+                # Gemm to 2 R outputs, then a [R, D] selection MatMul, instead of a Gemm to 2 D outputs and masks)
+                cols = sorted(int(k) for k in residual_columns)
+                self.n_reg = len(cols)
+                self.register_buffer("reg_rows", torch.as_tensor(cols + [dim + k for k in cols], dtype=torch.long))
+                sel = np.zeros((len(cols), dim), np.float32)
+                sel[np.arange(len(cols)), cols] = 1.0
+                self.register_buffer("reg_sel", f32(sel))
+                keep = np.zeros(3, np.float32)
+                keep[list(residual_types)] = 1.0
+                # per-track-type switch of the head (None: all types, no extra op in the graph)
+                self.reg_type_keep = None if keep.all() else f32(keep)
             self.base = nn.Linear(embed, 2 * dim)
             nn.init.zeros_(self.base.weight)  # base affine starts at the identity
             nn.init.zeros_(self.base.bias)
@@ -470,6 +484,10 @@ def build_flow(n_cond: int, dim: int, scaler: ConditionScaler, gauss: Gaussianiz
             self.register_buffer("col_off", torch.arange(dim, dtype=torch.long) * self.K)
             self.dim = dim
             self.p_edges = tuple(float(e) for e in p_edges)
+            self.register_buffer("type_weights", torch.as_tensor([[1, 2]], dtype=torch.long))
+            self.register_buffer("p_edge_values", torch.as_tensor([self.p_edges or (0.0,)], dtype=torch.float32))
+            self.register_buffer("theta_edge_sq", torch.as_tensor(
+                [[float(np.float32(e) * np.float32(e)) for e in self.theta_edges] or [0.0]], dtype=torch.float32))
             self.log10p_column = log10p_column
             assert self.n_groups == 3 * (len(self.p_edges) + 1) * (len(self.theta_edges) + 1), \
                 "quantile tables: one per track type x p bin x slope bin"
@@ -494,12 +512,18 @@ def build_flow(n_cond: int, dim: int, scaler: ConditionScaler, gauss: Gaussianiz
                 c = torch.cat([c, (self.derived.torch(x) - self.d_loc) / self.d_scale], dim=1)
             return c
 
-        def reg_loc_scale(self, c):
-            """Conditional (mu, sigma) of the residual columns (0, 1 elsewhere)."""
-            h = self.reg(c)
-            mu = h[:, : self.dim] * self.reg_mask
-            log_s = 3.0 * torch.tanh(h[:, self.dim:] / 3.0) * self.reg_mask
-            return mu, torch.exp(log_s)
+        def reg_loc_scale(self, c, grp=None):
+            """Conditional (mu, sigma) of the residual columns (0, 1 elsewhere, and for the track types the
+            head does not apply to); ``grp``: the rows' track-type group (default: from the flags in ``c``,
+            which the condition scaling leaves untouched)."""
+            out = self.reg[2]
+            h = torch.nn.functional.linear(self.reg[1](self.reg[0](c)), out.weight[self.reg_rows],
+                                           out.bias[self.reg_rows])
+            mu, log_s = h[:, : self.n_reg], 3.0 * torch.tanh(h[:, self.n_reg:] / 3.0)
+            if self.reg_type_keep is not None:
+                keep = self.reg_type_keep[self.group(c) if grp is None else grp]
+                mu, log_s = mu * keep, log_s * keep
+            return mu @ self.reg_sel, torch.exp(log_s @ self.reg_sel)
 
         def cond(self, x, c=None):
             c = self.features(x) if c is None else c
@@ -525,22 +549,19 @@ def build_flow(n_cond: int, dim: int, scaler: ConditionScaler, gauss: Gaussianiz
                 z = layer.sample(z, e)
             return z
 
-        def group(self, x):
-            return (x[:, 10:11] > 0.5).to(torch.long) + 2 * (x[:, 11:12] > 0.5).to(torch.long)
+        def group(self, x):  # is_upstream + 2 is_downstream (one compare, one weighted sum in the graph)
+            return ((x[:, 10:12] > 0.5).to(torch.long) * self.type_weights).sum(dim=1, keepdim=True)
 
         def table_group(self, x, tgrp):
             g = tgrp
+            # bins: the float32 comparisons with all edges at once (one broadcast compare, one sum)
             if self.p_edges:
                 lp = x[:, self.log10p_column:self.log10p_column + 1]
-                pbin = (lp >= self.p_edges[0]).to(torch.long)
-                for edge in self.p_edges[1:]:
-                    pbin = pbin + (lp >= edge).to(torch.long)
+                pbin = (lp >= self.p_edge_values).to(torch.long).sum(dim=1, keepdim=True)
                 g = g * (len(self.p_edges) + 1) + pbin
             if self.theta_edges:
                 t2 = x[:, 3:4] * x[:, 3:4] + x[:, 4:5] * x[:, 4:5]
-                tbin = (t2 >= float(np.float32(self.theta_edges[0]) ** 2)).to(torch.long)
-                for edge in self.theta_edges[1:]:
-                    tbin = tbin + (t2 >= float(np.float32(edge) ** 2)).to(torch.long)
+                tbin = (t2 >= self.theta_edge_sq).to(torch.long).sum(dim=1, keepdim=True)
                 g = g * (len(self.theta_edges) + 1) + tbin
             return g
 
@@ -569,7 +590,7 @@ def build_flow(n_cond: int, dim: int, scaler: ConditionScaler, gauss: Gaussianiz
             c = self.features(x)
             t = self.ungauss(self.sample_u(x, noise, c), self.table_group(x, tgrp))
             if self.has_reg:
-                mu, sig = self.reg_loc_scale(c)
+                mu, sig = self.reg_loc_scale(c, tgrp)
                 t = t * sig + mu
             if self.has_mscale:
                 loc, sc = self.loc_scale(x, tgrp)
@@ -729,7 +750,8 @@ def train_flow(flow, x_train, u_train, x_val, u_val, *, max_seconds=600.0, max_e
             "final_train_nll": round(history[-1][1], 5)}
 
 
-def add_model_arguments(ap, *, max_seconds, seed, theta_edges, residual, derived=True, embed_layers=2):
+def add_model_arguments(ap, *, max_seconds, seed, theta_edges, residual, derived=True, embed_layers=2,
+                        residual_types="long,upstream,downstream"):
     """Command-line options shared by train_resolution and train_covariance (defaults: the shipped model's)."""
     import argparse
 
@@ -747,12 +769,23 @@ def add_model_arguments(ap, *, max_seconds, seed, theta_edges, residual, derived
     ap.add_argument("--residual", default=residual,
                     help="deterministic-plus-residual parametrisation (regression head) of the targets: 'all', the "
                          "momentum-scaled ones ('scaled'), a comma-separated list of target columns, or 'none'")
+    ap.add_argument("--residual-types", default=residual_types,
+                    help="track types the regression head applies to (comma-separated long, upstream, downstream; "
+                         "mu = 0, sigma = 1 for the others)")
     ap.add_argument("--reg-seconds", type=float, default=150.0, help="regression-head training budget [s]")
     ap.add_argument("--no-calibration", action="store_true", help="skip the post-training marginal recalibration")
     ap.add_argument("--batch-size", type=int, default=4096)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=seed)
+
+
+TRACK_TYPES = ("long", "upstream", "downstream")
+
+
+def residual_types_of(args):
+    names = [v.strip() for v in getattr(args, "residual_types", ",".join(TRACK_TYPES)).split(",") if v.strip()]
+    return tuple(TRACK_TYPES.index(v) for v in names)
 
 
 def theta_edges_of(args):
@@ -780,7 +813,8 @@ def fit_model(args, x, t, tr, va, *, mscale_columns, p_edges, postprocess, log=p
     flow = build_flow(x.shape[1], dim, scaler, gauss, n_layers=args.layers, hidden=args.hidden, embed=args.embed,
                       postprocess=postprocess, seed=args.seed, mscale=mscale, depth=args.depth,
                       activation=args.activation, p_edges=p_edges, theta_edges=theta_edges, derived=derived,
-                      embed_layers=args.embed_layers, residual_columns=residual_columns)
+                      embed_layers=args.embed_layers, residual_columns=residual_columns,
+                      residual_types=residual_types_of(args))
     fit = {}
     r = ts
     if residual_columns is not None:
@@ -811,7 +845,10 @@ def preprocessing_notes(args, p_edges) -> str:
     if args.residual != "none":
         notes.append(f"deterministic-plus-residual ({args.residual} columns): a regression head (1 hidden layer of 64, "
                      "Gaussian NLL on targets clipped at +-8, trained first, then frozen) gives mu(x), sigma(x); "
-                     "the tables and the flow model (t - mu) / sigma")
+                     "the tables and the flow model (t - mu) / sigma"
+                     + ("" if len(residual_types_of(args)) == 3 else
+                        f" (track types {', '.join(TRACK_TYPES[k] for k in residual_types_of(args))} only; "
+                        "mu = 0, sigma = 1 for the others)"))
     return "; ".join(notes)
 
 
@@ -819,6 +856,8 @@ def technique_settings(args) -> dict:
     return {"layers": args.layers, "hidden": args.hidden, "embed": args.embed, "embed_layers": args.embed_layers,
             "depth": args.depth, "activation": args.activation, "theta_edges": list(theta_edges_of(args)),
             "derived_conditions": bool(args.derived), "residual": args.residual,
+            **({} if args.residual == "none" or len(residual_types_of(args)) == 3 else
+               {"residual_types": [TRACK_TYPES[k] for k in residual_types_of(args)]}),
             "calibrated": not args.no_calibration}
 
 
