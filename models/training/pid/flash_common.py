@@ -3,8 +3,11 @@
 * :func:`load_sample` -- a ROOT file of teacher samples (tree ``TeacherPID``) or of PIDCalib-style
   calibration samples (branch map, optional per-row sWeights, negative weights allowed).
 * :class:`TieGaussianizer` -- weighted marginal quantile transform to N(0,1) that keeps point masses
-  exact (tied quantile knots are not perturbed; training values in a tie are dequantised uniformly
-  over the tie's Gaussian interval).
+  exact (tied quantile knots are not perturbed; training values in a tie are dequantised over the
+  tie's Gaussian interval, uniformly in z or, ``tie_dequantisation="gaussian"``, in the CDF).
+* :func:`find_muon_curves`, :class:`CurveTables`, :func:`build_curve_muon_model` -- the MUON model on
+  curves: the (MuonMuLL, MuonBkgLL) curves found in the samples, a categorical curve and a conditional
+  histogram along it (noise: two N(0,1) inputs turned into uniforms inside the graph).
 * torch modules exported to ONNX (all preprocessing inside the graph):
   ``ClassifierNet`` (6 joint classes), :func:`build_pid_flow` (a conditional normalising flow with
   the design of ``models.training.tracking.generative``, own copy with a tie-preserving table) and
@@ -155,9 +158,14 @@ def weighted_quantile(v, w, levels):
 class TieGaussianizer:
     """Marginal quantile transform to N(0,1) with exact point masses (see module docstring)."""
 
-    def __init__(self, n_knots: int = 241, g_max: float = 5.0):
+    def __init__(self, n_knots: int = 241, g_max: float = 5.0, tie_dequantisation: str = "uniform"):
         self.g = np.linspace(-g_max, g_max, n_knots)
         self.q = None
+        if tie_dequantisation not in ("uniform", "gaussian"):
+            raise ValueError(f"tie_dequantisation: 'uniform' or 'gaussian', not {tie_dequantisation!r}")
+        #: "uniform": uniform in z over the tie's Gaussian interval (a flat block with sharp edges in the
+        #: marginal); "gaussian": uniform in the tie's CDF interval, z = Phi^-1(u) (the marginal stays N(0,1))
+        self.tie_dequantisation = tie_dequantisation
 
     def fit(self, t, w=None):
         from scipy.special import ndtr
@@ -191,7 +199,14 @@ class TieGaussianizer:
             if tie.any():
                 a = self.g[lo[tie]]
                 b = self.g[hi[tie] - 1]
-                base[tie] = a + (b - a) * rng.random(int(tie.sum()))
+                r = rng.random(int(tie.sum()))
+                if self.tie_dequantisation == "gaussian":
+                    from scipy.special import ndtr, ndtri
+
+                    fa, fb = ndtr(a), ndtr(b)
+                    base[tie] = np.clip(ndtri(fa + (fb - fa) * r), a, b)
+                else:
+                    base[tie] = a + (b - a) * r
             u[:, i] = base
         return np.clip(u, self.g[0], self.g[-1])
 
@@ -763,6 +778,247 @@ def build_pid_flow(kin_loc, kin_scale, gauss: TieGaussianizer, dim: int, n_layer
             return t
 
     return Flow()
+
+
+# ----------------------------------------------------------------------------------------------
+# MUON model on curves: the (MuonMuLL, MuonBkgLL) pairs of a muon system whose two likelihoods are
+# functions of one distance per number of stations with hits lie on a few 1D curves, where a 2D
+# flow cannot put its mass.  The curves are found in the training sample (no detector formula):
+# each curve is taken to be a graph MuonBkgLL = g_c(s) over s = MuonMuLL - MuonBkgLL (checked on
+# the data: the fraction of rows on a continuous curve is measured and written to the card).
+# ----------------------------------------------------------------------------------------------
+try:
+    import numba as _nb
+except ImportError:   # pragma: no cover - numba is a dependency of the runtime
+    _nb = None
+
+
+def _track_curves_py(s, b, lab, max_tracks, tol_abs, tol_rel, kappa, delta):
+    """Walk the rows in increasing s; each row joins the curve whose linear extrapolation (slope from
+    points at least ``delta`` apart, an allowance kappa*ds*(ds+span)/2 for curvature) is closest, or
+    starts a new curve when every prediction is off by more than tol_abs + tol_rel*|b|."""
+    n = s.shape[0]
+    ls = np.empty(max_tracks); lb = np.empty(max_tracks)    # noqa: E702
+    as_ = np.empty(max_tracks); ab = np.empty(max_tracks)   # noqa: E702
+    sl = np.zeros(max_tracks); ns = np.zeros(max_tracks, np.int64)   # noqa: E702
+    T = 0
+    n_forced = 0
+    for i in range(n):
+        best = 1e300
+        bc = -1
+        for c in range(T):
+            d = s[i] - ls[c]
+            allow = 0.5 * kappa * d * (d + ls[c] - as_[c]) if ns[c] > 0 else kappa * d
+            r = abs(b[i] - (lb[c] + sl[c] * d)) - allow
+            if r < best:
+                best = r
+                bc = c
+        if bc < 0 or best > tol_abs + tol_rel * abs(b[i]):
+            if T < max_tracks:
+                bc = T
+                T += 1
+                ls[bc] = s[i]; lb[bc] = b[i]; as_[bc] = s[i]; ab[bc] = b[i]; sl[bc] = 0.0; ns[bc] = 0   # noqa: E702
+                lab[i] = bc
+                continue
+            n_forced += 1
+        lab[i] = bc
+        ls[bc] = s[i]
+        lb[bc] = b[i]
+        if s[i] - as_[bc] >= delta:
+            sl[bc] = (b[i] - ab[bc]) / (s[i] - as_[bc])
+            ns[bc] += 1
+            as_[bc] = s[i]
+            ab[bc] = b[i]
+    return T, n_forced
+
+
+_track_curves = _nb.njit(cache=True)(_track_curves_py) if _nb is not None else _track_curves_py
+
+
+def find_muon_curves(mu_ll, bkg_ll, w=None, max_curves=12, tol_abs=1e-3, tol_rel=2e-3, kappa=1.0,
+                     min_frac=0.002) -> dict:
+    """Curves of the (MuonMuLL, MuonBkgLL) pairs, learned from the rows alone.
+
+    The rows, sorted by s = MuonMuLL - MuonBkgLL, are tracked into curves MuonBkgLL = g_c(s)
+    (:func:`_track_curves_py`).  Curves with less than ``min_frac`` of the weight are fragments: their
+    rows go to the major curve whose piecewise-linear interpolant is nearest.  Where two curves cross,
+    the labels may swap: each curve stays continuous (with a kink), which is all the model needs.
+    Returns ``labels`` [N] (0..C-1), ``n_curves``, ``weight_fractions`` and ``on_curve_fraction``:
+    the weighted fraction of rows within 10 (tol_abs + tol_rel*|b|) of the chord through their two
+    neighbours on their own curve (1 for exact curves; the model is used only if it is >= 0.98)."""
+    s = np.asarray(mu_ll, np.float64) - np.asarray(bkg_ll, np.float64)
+    b = np.asarray(bkg_ll, np.float64)
+    w = np.ones(s.size) if w is None else np.clip(np.asarray(w, np.float64), 0.0, None)
+    o = np.argsort(s, kind="mergesort")
+    ss, bb = s[o], b[o]
+    delta = 1e-3 * max(ss[-1] - ss[0], 1e-6)
+    lab = np.full(ss.size, -1, np.int64)
+    n_tr, forced = _track_curves(ss, bb, lab, int(max_curves), float(tol_abs), float(tol_rel), float(kappa),
+                                 float(delta))
+    wf = np.bincount(lab, weights=w[o], minlength=n_tr) / max(w.sum(), 1e-300)
+    major = np.flatnonzero(wf >= min_frac)
+    if major.size == 0:
+        major = np.array([int(np.argmax(wf))])
+    minor = ~np.isin(lab, major)
+    if minor.any():   # fragments -> nearest major curve (interpolant of its own rows)
+        res = np.full((ss.size, major.size), np.inf)
+        for k, c in enumerate(major):
+            m = lab == c
+            res[:, k] = np.abs(bb - np.interp(ss, ss[m], bb[m]))
+        lab[minor] = major[np.argmin(res[minor], axis=1)]
+    remap = np.full(n_tr, -1, np.int64)
+    remap[major] = np.arange(major.size)
+    lab = remap[lab]
+    # continuity check: each row against the chord through its neighbours on its curve
+    ok = np.zeros(ss.size, bool)
+    for c in range(major.size):
+        idx = np.flatnonzero(lab == c)
+        if idx.size < 3:
+            ok[idx] = True
+            continue
+        x, y = ss[idx], bb[idx]
+        pred = np.empty_like(y)
+        dx = x[2:] - x[:-2]
+        fr = np.where(dx > 0, (x[1:-1] - x[:-2]) / np.where(dx > 0, dx, 1.0), 0.5)
+        pred[1:-1] = y[:-2] + fr * (y[2:] - y[:-2])
+        pred[0], pred[-1] = y[1], y[-2]
+        ok[idx] = np.abs(y - pred) <= 10 * (tol_abs + tol_rel * np.abs(y))
+    labels = np.empty(ss.size, np.int64)
+    labels[o] = lab
+    okr = np.empty(ss.size, bool)
+    okr[o] = ok
+    return {"labels": labels, "n_curves": int(major.size),
+            "weight_fractions": [round(float(x), 5) for x in np.bincount(labels, weights=w, minlength=major.size) / max(w.sum(), 1e-300)],
+            "on_curve_fraction": round(float((w * okr).sum() / max(w.sum(), 1e-300)), 5),
+            "fragments_merged": int(n_tr - major.size), "rows_forced": int(forced)}
+
+
+class CurveTables:
+    """Per curve c: the quantile function s(v) of the curve's marginal distribution of s at ``n_knots``
+    equally spaced levels v = 0 ... 1 (piecewise linear in v, as the flows' quantile tables), and the
+    curve MuonBkgLL = g_c(s) at ``n_knots`` equally spaced values of s over the curve's range (so that
+    the chords stay short in the tails, where a knot interval in v spans a long stretch of the curve).
+    g_c is the linear interpolation of the curve's own rows after a running median of 5 rows, so that
+    isolated mislabelled rows do not bend the curve."""
+
+    def fit(self, mu_ll, bkg_ll, labels, n_curves, w=None, n_knots=1025):
+        from scipy.ndimage import median_filter
+
+        s = np.asarray(mu_ll, np.float64) - np.asarray(bkg_ll, np.float64)
+        b = np.asarray(bkg_ll, np.float64)
+        w = np.ones(s.size) if w is None else np.asarray(w, np.float64)
+        self.v = np.linspace(0.0, 1.0, n_knots)
+        S, G = np.zeros((n_curves, n_knots)), np.zeros((n_curves, n_knots))
+        lo, step = np.zeros(n_curves), np.ones(n_curves)
+        for c in range(n_curves):
+            m = labels == c
+            o = np.argsort(s[m], kind="mergesort")
+            x, y, ww = s[m][o], b[m][o], w[m][o]
+            if y.size >= 5:
+                y = median_filter(y, size=5, mode="nearest")
+            S[c] = weighted_quantile(x, ww, self.v) if x.size > 1 else np.full(n_knots, x[0])
+            S[c, 0], S[c, -1] = x[0], x[-1]
+            S[c] = np.maximum.accumulate(S[c])
+            lo[c], step[c] = x[0], max((x[-1] - x[0]) / (n_knots - 1), 1e-9)
+            G[c] = np.interp(lo[c] + step[c] * np.arange(n_knots), x, y)
+        f = lambda a: np.asarray(a, np.float32).astype(np.float64)  # noqa: E731
+        self.S, self.G, self.lo, self.step = f(S), f(G), f(lo), f(step)
+        return self
+
+    def curve(self, c, s):
+        """g_c(s) as in the graph."""
+        pos = np.clip((np.asarray(s, np.float64) - self.lo[c]) / self.step[c], 0.0, self.G.shape[1] - 1)
+        return np.interp(pos, np.arange(self.G.shape[1]), self.G[c])
+
+    def position(self, mu_ll, bkg_ll, labels):
+        """v in [0, 1] of every row on its own curve (the curve's CDF, piecewise linear)."""
+        s = np.asarray(mu_ll, np.float64) - np.asarray(bkg_ll, np.float64)
+        v = np.empty(s.size)
+        for c in range(self.S.shape[0]):
+            m = labels == c
+            v[m] = np.interp(s[m], self.S[c], self.v)
+        return np.clip(v, 0.0, 1.0)
+
+
+def build_curve_muon_model(kin_loc, kin_scale, tables: CurveTables, n_bins: int, hidden: int = 32, seed: int = 0):
+    """MUON model on curves: an MLP gives the logits of the curve c (n_curves) and, per curve, of the
+    bin of v (n_bins equal bins of the curve's marginal CDF); ``forward(x, noise)`` -> (MuonMuLL,
+    MuonBkgLL).  Sampling (in the graph, no random ops): the two N(0,1) noise inputs become uniforms
+    u = Phi(z) (Erf); u1 picks the curve, u2 the bin and, through its remainder, the position inside
+    the bin (cumulative sums as products with triangular matrices: the CumSum operator is ~10 ns per
+    element on one onnxruntime thread); the curve's tables give s(v) and MuonBkgLL = g_c(s) (linear
+    interpolation between knots), MuonMuLL = s + MuonBkgLL.  The density along a curve is piecewise
+    constant in v within a bin: exact likelihood = cross-entropy of the curve + that of the bin."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    kin_transform = make_modules()["kin_transform"]
+    C, K = tables.S.shape
+    B = int(n_bins)
+    f32 = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32))  # noqa: E731
+
+    class CurveMuon(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.n_curves, self.n_bins, self.K = C, B, K
+            self.register_buffer("c_loc", f32(kin_loc))
+            self.register_buffer("c_inv", 1.0 / f32(kin_scale))
+            self.net = nn.Sequential(nn.Linear(4, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
+            self.head_c = nn.Linear(hidden, C)
+            self.head_b = nn.Linear(hidden, C * B)
+            self.register_buffer("S_flat", f32(tables.S.reshape(-1)))          # s(v), [C*K]
+            self.register_buffer("G_flat", f32(tables.G.reshape(-1)))          # g_c(s), [C*L]
+            self.register_buffer("g_lo", f32(tables.lo))
+            self.register_buffer("g_inv", f32(1.0 / tables.step))
+            self.L = tables.G.shape[1]
+            self.register_buffer("tri_c", f32(np.triu(np.ones((C, C)))))    # cum_k = sum_{i <= k} p_i
+            self.register_buffer("tri_b", f32(np.triu(np.ones((B, B)))))
+
+        def heads(self, x):
+            h = self.net((kin_transform(x) - self.c_loc) * self.c_inv)
+            return self.head_c(h), self.head_b(h).reshape(-1, C, B)
+
+        def targets(self, v, labels):
+            b = np.minimum(np.floor(np.asarray(v) * B), B - 1).astype(np.int64)
+            return torch.as_tensor(np.stack([np.asarray(labels, np.int64), b], 1))
+
+        def loss(self, x, cb):
+            lc, lb = self.heads(x)
+            ce = nn.functional.cross_entropy
+            return ce(lc, cb[:, 0], reduction="none") + ce(lb[torch.arange(x.shape[0]), cb[:, 0]], cb[:, 1],
+                                                           reduction="none")
+
+        def forward(self, x, noise):
+            lc, lb = self.heads(x)
+            u = 0.5 * (1.0 + torch.erf(noise * 0.7071067811865476))
+            pc = torch.softmax(lc, dim=1)
+            c = torch.clamp(((pc @ self.tri_c) < u[:, 0:1]).to(torch.float32).sum(dim=1, keepdim=True),
+                            max=float(C - 1))
+            rows = torch.arange(x.shape[0]) * C + c[:, 0].to(torch.long)
+            pb = torch.softmax(lb.reshape(-1, B)[rows], dim=1)                 # bins of the chosen curve
+            cum = pb @ self.tri_b
+            u2 = u[:, 1:2]
+            j = torch.clamp((cum < u2).to(torch.float32).sum(dim=1, keepdim=True), max=float(B - 1))
+            pj = torch.gather(pb, 1, j.to(torch.long))
+            lower = torch.gather(cum, 1, j.to(torch.long)) - pj
+            t = torch.clamp((u2 - lower) / torch.clamp(pj, min=1e-12), 0.0, 1.0)
+            v = ((j + t) / B)[:, 0]
+            pos = torch.clamp(v * float(K - 1), 0.0, float(K - 1) - 1e-3)
+            i0 = torch.floor(pos)
+            fr = pos - i0
+            ci = c[:, 0].to(torch.long)
+            idx = ci * K + i0.to(torch.long)
+            s = self.S_flat[idx] + fr * (self.S_flat[idx + 1] - self.S_flat[idx])
+            L = self.L
+            pos = torch.clamp((s - self.g_lo[ci]) * self.g_inv[ci], 0.0, float(L - 1) - 1e-3)
+            i1 = torch.floor(pos)
+            fr1 = pos - i1
+            idx = ci * L + i1.to(torch.long)
+            b = self.G_flat[idx] + fr1 * (self.G_flat[idx + 1] - self.G_flat[idx])
+            return torch.stack([s + b, b], dim=1)
+
+    return CurveMuon()
 
 
 def sha256_of(path) -> str:

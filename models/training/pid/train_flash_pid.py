@@ -12,9 +12,11 @@
 Per species (e, mu, pi, K, p) four models are written to ``models/pid2016_{kind}_{species}.onnx``
 with their YAML cards (see algorithms/pid/features.py and docs/pid_flash.md):
 ``ismuon`` (6-class classifier of hasRich x muon state), ``rich`` (conditional normalising flow of
-the 4 RICH DLLs), ``muon`` (flow of MuonMuLL, MuonBkgLL) and ``globalpid`` (combined DLLs = exact
-sub-detector sums + per-muon-state log-p tables + gated Gaussian corrections; ProbNN = softmax (or
-sigmoids) of logits + width*noise, trained as a regression distillation of the log-probabilities).  After training, the held-out rows are
+the 4 RICH DLLs), ``muon`` (MuonMuLL, MuonBkgLL: a curve drawn from a categorical and a position along
+it, the curves found in the training rows; a 2D flow when the rows are not on curves) and
+``globalpid`` (combined DLLs = exact sub-detector sums + per-muon-state log-p tables + gated Gaussian
+corrections; ProbNN = softmax (or sigmoids) of logits + width*noise, trained as a regression distillation
+of the log-probabilities).  After training, the held-out rows are
 run through the *runtime* code (``algorithms.pid.flash.flash_pid_response`` on the exported ONNX
 files) and compared with the reference: efficiencies and mis-ID rates in (p, eta, nTracks) bins,
 the classifier two-sample AUC of the joint outputs, KS distances and classifier calibration.  The
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -127,7 +130,7 @@ def train_species(d, s, a, out_dir: Path):
     tt = lambda arr: torch.as_tensor(np.asarray(arr, np.float32))  # noqa: E731
     paths = {k: out_dir / f"{a.prefix}_{k}_{s}.onnx" for k in MODEL_KINDS}
     settings = {}
-    kinds = set(a.kinds.split(","))
+    kinds = set() if a.validate_only else set(a.kinds.split(","))
     for k in MODEL_KINDS:   # kinds not retrained: the existing file and its card's training block are kept
         if k not in kinds:
             import yaml
@@ -172,7 +175,7 @@ def train_species(d, s, a, out_dir: Path):
         if extra is not None and extra["kin"].shape[0]:   # extra training rows (muon-enriched teacher rows)
             tgt, kin_t = np.concatenate([tgt, extra[target_key]]), np.concatenate([kin_t, extra["kin"]])
             w_t = np.concatenate([w_t, extra["w"]])
-        gauss = TieGaussianizer().fit(pre(tgt), w_t)
+        gauss = TieGaussianizer(tie_dequantisation=a.tie_dequantisation).fit(pre(tgt), w_t)
         uT = gauss.forward(pre(tgt), rng)
         uV = gauss.forward(pre(V[target_key][mV]), rng)
         model = build_pid_flow(loc, scale, gauss, dim, n_layers=layers, hidden=hidden, embed=embed, seed=a.seed + si,
@@ -206,6 +209,64 @@ def train_species(d, s, a, out_dir: Path):
                           "(same spectrum; rows disjoint from the sample), see flash_common.teacher_muon_rows"}
 
     fit_flow("rich", "rich", "hasRich", 4, a.rich_layers, a.rich_hidden, a.rich_embed, a.seconds_rich)
+
+    def fit_muon_curves(extra):
+        """MUON model on curves (flash_common.find_muon_curves / build_curve_muon_model).  Returns False
+        (nothing written) when the training rows do not lie on curves (on-curve fraction < 0.98)."""
+        from .flash_common import CurveTables, build_curve_muon_model, find_muon_curves
+
+        mT, mV = T["isMuon"], V["isMuon"]
+        if mT.sum() < 20 or mV.sum() < 5:
+            raise SystemExit(f"species {s}: {int(mT.sum())}/{int(mV.sum())} training/validation rows with "
+                             "isMuon -- too few to train the muon model")
+        tgt, kin_t, w_t = T["muon"][mT], T["kin"][mT], T["w"][mT]
+        if extra is not None and extra["kin"].shape[0]:
+            tgt, kin_t = np.concatenate([tgt, extra["muon"]]), np.concatenate([kin_t, extra["kin"]])
+            w_t = np.concatenate([w_t, extra["w"]])
+        t1 = time.time()
+        # curves from the training rows; the validation rows are labelled by the nearest curve
+        cur = find_muon_curves(tgt[:, 0], tgt[:, 1], w_t, max_curves=a.muon_max_curves)
+        log(f"  [muon_{s}] curves: {cur['n_curves']} (weights {cur['weight_fractions']}), on-curve fraction "
+            f"{cur['on_curve_fraction']}, fragments merged {cur['fragments_merged']} ({time.time() - t1:.1f}s)")
+        if cur["on_curve_fraction"] < 0.98:
+            return False
+        C = cur["n_curves"]
+        tab = CurveTables().fit(tgt[:, 0], tgt[:, 1], cur["labels"], C, w_t, n_knots=a.muon_curve_knots)
+        n1 = int(kin_t.shape[0])
+        n_bins = a.muon_curve_bins or int(min(32, max(8, 2 ** round(math.log2(max(n1 / (C * 200), 1))))))
+        sV, bV = V["muon"][mV, 0].astype(np.float64) - V["muon"][mV, 1], V["muon"][mV, 1].astype(np.float64)
+        labV = np.argmin(np.stack([np.abs(bV - tab.curve(c, sV)) for c in range(C)], 1), axis=1)
+        model = build_curve_muon_model(loc, scale, tab, n_bins, hidden=a.muon_curve_hidden, seed=a.seed + si)
+        ws = warm_start(model, a, "muon", s)
+        cT = model.targets(tab.position(tgt[:, 0], tgt[:, 1], cur["labels"]), cur["labels"])
+        cV = model.targets(tab.position(V["muon"][mV, 0], V["muon"][mV, 1], labV), labV)
+        x1, x2, w2 = tt(kin_t), tt(V["kin"][mV]), tt(V["w"][mV])
+        batch = int(min(1024, max(64, n1 // 8)))
+        f = train_weighted(model, lambda idx: model.loss(x1[idx], cT[idx]), n1, w_t,
+                           lambda: float((model.loss(x2, cV) * w2).sum() / w2.sum()), seconds=a.seconds_muon,
+                           seed=a.seed, threads=threads, max_epochs=a.max_epochs, lr=3e-3, batch=batch,
+                           name=f"muon_{s}", log=log)
+        export(model, paths["muon"], 4, noise_dim=2)
+        save_state(model, a, "muon", s)
+        settings["muon"] = {
+            "architecture": f"curves x conditional histogram: the (MuonMuLL, MuonBkgLL) pairs lie on {C} curves "
+                            f"MuonBkgLL = g_c(MuonMuLL - MuonBkgLL) found in the training rows; an MLP 4-"
+                            f"{a.muon_curve_hidden}-{a.muon_curve_hidden} (SiLU) with heads {C} (curve) and "
+                            f"{C}x{n_bins} (per curve, bins of the curve's marginal CDF v); u1 = Phi(noise 1) picks "
+                            f"the curve, "
+                            f"u2 = Phi(noise 2) the bin and the position in it; per-curve tables of "
+                            f"{a.muon_curve_knots} knots give s(v) and MuonBkgLL = g_c(s), MuonMuLL = s + MuonBkgLL; "
+                            "exact likelihood (cross-entropy of curve and bin)",
+            "curves": {k: v for k, v in cur.items() if k != "labels"}, "bins_per_curve": n_bins,
+            "table_knots": a.muon_curve_knots, "rows": n1, **f}
+        if ws:
+            settings["muon"]["warm_start"] = ws
+        if extra is not None:
+            settings["muon"]["extra_rows"] = {
+                "rows": int(extra["kin"].shape[0]), "simulated_tracks": extra["simulated"],
+                "source": "muon-enriched training rows: the isMuon rows of fresh teacher tracks of this species "
+                          "(same spectrum; rows disjoint from the sample), see flash_common.teacher_muon_rows"}
+        return True
     extra = None
     if a.muon_extra_tracks > 0 and s != "mu" and "muon" in kinds:
         if a.weight_branch or a.species_name:
@@ -217,7 +278,13 @@ def train_species(d, s, a, out_dir: Path):
         extra = teacher_muon_rows(s, a.muon_extra_tracks, seed=a.teacher_seed)
         log(f"  [muon_{s}] {extra['kin'].shape[0]} extra isMuon rows from {a.muon_extra_tracks} teacher tracks "
             f"({time.time() - t1:.0f}s)")
-    fit_flow("muon", "muon", "isMuon", 2, a.muon_layers, a.muon_hidden, a.muon_embed, a.seconds_muon, extra=extra)
+    if "muon" in kinds and a.muon_model == "curves" and not fit_muon_curves(extra):
+        log(f"  [muon_{s}] the muon LLs do not lie on curves: conditional flow instead")
+        a_flow = True
+    else:
+        a_flow = a.muon_model == "flow"
+    if a_flow:
+        fit_flow("muon", "muon", "isMuon", 2, a.muon_layers, a.muon_hidden, a.muon_embed, a.seconds_muon, extra=extra)
 
     # -- 4. GlobalPID ----------------------------------------------------------------------------
     if "globalpid" not in kinds:
@@ -447,8 +514,39 @@ def validate_species(models, d, va, s, a, probs_fn=None) -> dict:
         cal[name] = {"max_abs_diff": round(c.max_abs_diff, 5), "max_abs_pull": round(c.max_abs_pull, 2),
                      "chi2": round(c.chi2, 1), "ndf": c.ndf, "overall": {k: round(v, 5) for k, v in c.overall.items()}}
     out["classifier_calibration"] = cal
+    if a.muon_check_tracks > 0 and not weighted and not a.species_name:
+        out["c2st_muon_fresh_teacher_rows"] = muon_fresh_check(models["muon"], s, a.muon_check_tracks, a.teacher_seed)
     out["flash_seconds_per_row_incl_python"] = round(t_flash / (va.size * a.replicas), 8)
     return out, rates
+
+
+def muon_fresh_check(model, s, n_tracks, seed) -> dict:
+    """MUON block two-sample AUC on the isMuon rows of ``n_tracks`` fresh teacher tracks of species ``s``
+    (teacher samples only): the held-out rows hold only 350-850 isMuon rows of e, pi, K, p (error
+    0.02-0.03).  Row numbers from 3e12 + species * 1e10 on: disjoint from the sample (0 on), the ProbNN fit
+    (1e12), the muon-enriched training rows (2e12) and the tests (< 1e10).  Flash and teacher on disjoint
+    halves of the rows, as the joint test."""
+    from algorithms.pid.features import kinematic_features
+    from algorithms.pid.flash import draw_normal
+    from framework.random import RandomStreams
+    from framework.validation import classifier_two_sample_auc
+
+    from .make_teacher_samples import SPECIES as WRITER_SPECIES, make_chunk
+
+    key = RandomStreams(seed, 0, "PIDTeacher").key_for(0)
+    fr = np.array([1.0 if x == s else 0.0 for x in WRITER_SPECIES])
+    smp, o = make_chunk(3 * 10**12 + WRITER_SPECIES.index(s) * 10**10, int(n_tracks), fr, seed, key, probnn=False)
+    m = np.asarray(o["isMuon"], bool)
+    kin = kinematic_features(smp["p"][m], smp["eta"][m], smp["nTracks"][m], smp["charge"][m])
+    ref = np.stack([np.asarray(o[c])[m] for c in ("MuonMuLL", "MuonBkgLL")], 1).astype(np.float64)
+    n = kin.shape[0]
+    g = model.run(kin, draw_normal(np.uint64(0x5EED0099), np.zeros(n, np.int64), np.arange(n, dtype=np.int64), 2))
+    ha, hb = np.arange(0, n, 2), np.arange(1, n, 2)
+    cond = np.stack([np.log(kin[:, 0]), kin[:, 1], kin[:, 2], kin[:, 3]], 1).astype(np.float64)
+    r = classifier_two_sample_auc(ref[ha], np.asarray(g, np.float64)[hb], conditions=(cond[ha], cond[hb]), seed=2,
+                                  max_rows=30_000)
+    return {"auc": round(r.auc, 4), "auc_error": round(r.auc_error, 4), "rows": r.n_real, "teacher_tracks": int(n_tracks),
+            "note": "isMuon rows of fresh teacher tracks (rows from 3e12 + species * 1e10)"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -508,11 +606,15 @@ def sample_description(path) -> str:
     return str(path)
 
 
-TECHNIQUE = ("RICH and MUON: conditional normalising flows (affine couplings + a tie-preserving marginal quantile "
+TECHNIQUE = ("RICH: a conditional normalising flow (affine couplings + a tie-preserving marginal quantile "
              "transform, which reproduces the point masses of the DLLs exactly and bounds the outputs to the training "
              "range) -- exact likelihood training, stable on 2 CPU cores, and a few tens of kFLOP per row, against a "
              "GAN's adversarial tuning or a mixture density model's poor handling of the sharp Cherenkov-threshold "
-             "structures. GlobalPID: in the teacher the combined DLLs and ProbNN are deterministic functions of the "
+             "structures. MUON: the (MuonMuLL, MuonBkgLL) pairs lie on a few 1D curves (both LLs are functions of one "
+             "hit distance per number of stations with hits), where a 2D flow cannot put its mass; the curves are "
+             "found in the training rows, and the model draws the curve (categorical) and the position along it "
+             "(conditional histogram of the curve's marginal CDF), both from an MLP of the kinematics (the 2D flow "
+             "is the fallback when the rows are not on curves). GlobalPID: in the teacher the combined DLLs and ProbNN are deterministic functions of the "
              "sub-detector responses, so a flow is ill-posed; the model keeps the exact sub-detector sums, adds "
              "per-muon-state tables in log p and Gaussian corrections only where the training residual is not "
              "identically 0, and distils the ProbNN log-probabilities (softmax head when they sum to 1) with a "
@@ -595,6 +697,15 @@ def parse_args(argv):
     ap.add_argument("--muon-layers", type=int, default=4)
     ap.add_argument("--muon-hidden", type=int, default=24)
     ap.add_argument("--muon-embed", type=int, default=12)
+    ap.add_argument("--muon-model", choices=("curves", "flow"), default="curves",
+                    help="MUON model: 'curves' (the LL pairs on curves found in the data, a categorical curve x bin "
+                         "and a position along the curve; falls back to the flow when the rows are not on curves) "
+                         "or 'flow' (2D conditional flow, the previous model)")
+    ap.add_argument("--muon-max-curves", type=int, default=12, help="curves: at most this many (fragments included)")
+    ap.add_argument("--muon-curve-bins", type=int, default=0,
+                    help="curves: bins of v per curve (0: rows/(curves*200) as a power of 2 in [8, 32])")
+    ap.add_argument("--muon-curve-knots", type=int, default=1025, help="curves: table knots per curve")
+    ap.add_argument("--muon-curve-hidden", type=int, default=32, help="curves: hidden width of the cell MLP")
     ap.add_argument("--global-hidden", type=int, default=48)
     ap.add_argument("--global-lr", type=float, default=3e-3)
     ap.add_argument("--global-batch", type=int, default=1024)
@@ -603,6 +714,10 @@ def parse_args(argv):
                     help="GlobalPID: loss weight (frequency of the (hasRich, muon state) category)^-alpha (0: off)")
     ap.add_argument("--global-lbfgs-seconds", type=float, default=0.0,
                     help="GlobalPID: full-batch L-BFGS polish after AdamW (seconds)")
+    ap.add_argument("--tie-dequantisation", choices=("uniform", "gaussian"), default="uniform",
+                    help="flows: training values inside a point mass (tie) are spread over the tie's Gaussian interval "
+                         "uniformly in z ('uniform') or uniformly in its CDF interval, z = Phi^-1(u) ('gaussian': the "
+                         "marginal stays exactly N(0,1), no flat block with sharp edges)")
     ap.add_argument("--flow-lr", type=float, default=2e-3)
     ap.add_argument("--flow-batch-max", type=int, default=0,
                     help="RICH/MUON flows: the batch grows from 1024 to this over the budget (0: fixed; growth to 4096 "
@@ -618,6 +733,12 @@ def parse_args(argv):
                     help="teacher samples only: simulate this many extra tracks per species (not mu) and add "
                          "their isMuon rows to the MUON flow's training rows")
     ap.add_argument("--teacher-seed", type=int, default=20240607, help="seed of the teacher for --muon-extra-tracks")
+    ap.add_argument("--validate-only", action="store_true",
+                    help="train nothing: validate the models in --output-dir and rewrite the validation blocks of "
+                         "their cards (training blocks kept)")
+    ap.add_argument("--muon-check-tracks", type=int, default=0,
+                    help="teacher samples: also measure the MUON block AUC on the isMuon rows of this many fresh "
+                         "teacher tracks of the species (card: c2st_muon_fresh_teacher_rows)")
     ap.add_argument("--skip-validation", action="store_true",
                     help="train and write the models with cards marked 'validation pending' (warm-start pre-training only)")
     ap.add_argument("--save-state", default=None, help="write the torch parameters of every trained model here")
