@@ -154,10 +154,9 @@ def test_pull_tail_fractions_long_tracks_match_reference(shared, var, request):
     assert wg.tail_fraction == pytest.approx(wr.tail_fraction, rel=0.05), (var, wr.tail_fraction, wg.tail_fraction)
 
 
-def test_pull_core_width_downstream_x(shared):
-    """Downstream tracks (4 %; all 2746 held-out rows, 5 noise draws of both models pooled): x pull core within 6 %
-    of the reference's (whose own statistical error here is 2.2 %).  The resolution model whose dx/dy regression
-    head also applied to downstream tracks gave +12 % (card) / +13 % (mean of 4 draws)."""
+def _pooled_pulls(shared, track_type: int, draws: int, seed: int):
+    """Pulls of the reference and of the two models (``draws`` noise draws pooled) on all held-out rows of one
+    track type: ``(reference pulls, generated pulls)``."""
     needs_models()
     from algorithms.tracking.ctb import physical_charge
     from models.training.tracking.generative import load_tree, split_indices
@@ -166,19 +165,26 @@ def test_pull_core_width_downstream_x(shared):
 
     d = load_tree(shared("data", "lhcb_trk2016_samples.root"), "Resolution")
     _, va = split_indices(len(d["pid"]))
-    va = va[d["track_type"][va] == 5]
+    va = va[d["track_type"][va] == track_type]
     dv = {k: v[va] for k, v in d.items()}
-    draws = 5
     dt = {k: np.tile(v, draws) for k, v in dv.items()}
     n = len(dt["pid"])
     svc = ModelSvc(threads=1)
-    rng = np.random.default_rng(17)
+    rng = np.random.default_rng(seed)
     res = svc.load(str(RES_MODEL)).run({"x": res_features(dt), "noise": rng.standard_normal((n, 9)).astype(np.float32)})
     cov = svc.load(str(COV_MODEL)).run({"x": features_of(dt, res), "noise": rng.standard_normal((n, 15)).astype(np.float32)})
     pg = pulls(res.astype(np.float64), cov.astype(np.float64), dt["mc_log10_p"], physical_charge(dt["pid"]).astype(np.float64))
     ref_res = np.stack([dv[c] for c in RESOLUTION_OUTPUTS], axis=1).astype(np.float64)
     ref_cov = np.stack([dv[c] for c in COVARIANCE_OUTPUTS], axis=1).astype(np.float64)
     pr = pulls(ref_res, ref_cov, dv["mc_log10_p"], physical_charge(dv["pid"]).astype(np.float64))
+    return pr, pg
+
+
+def test_pull_core_width_downstream_x(shared):
+    """Downstream tracks (4 %; all 2746 held-out rows, 5 noise draws of both models pooled): x pull core within 6 %
+    of the reference's (whose own statistical error here is 2.2 %).  The resolution model whose dx/dy regression
+    head also applied to downstream tracks gave +12 % (card) / +13 % (mean of 4 draws)."""
+    pr, pg = _pooled_pulls(shared, track_type=5, draws=5, seed=17)
     wr, wg = pull_widths(pr["x"]), pull_widths(pg["x"])
     assert wg.core_width == pytest.approx(wr.core_width, rel=0.06), (wr.core_width, wg.core_width)
     assert pull_widths(pg["x"] * 1.13).core_width > 1.06 * wr.core_width  # a 13 % wider dx is caught
@@ -229,27 +235,7 @@ def test_pull_rms_upstream_tracks(shared):
     one pooled generated sample's ~1 %), core width (1.4826 MAD) within 5 %.  The tails beyond 10 sigma (1-1.6 % of
     upstream rows) carry a third of the second moment, so this is where too light residual tails or too few
     tiny-sigma covariances show up."""
-    needs_models()
-    from algorithms.tracking.ctb import physical_charge
-    from models.training.tracking.generative import load_tree, split_indices
-    from models.training.tracking.train_covariance import features_of, pulls
-    from models.training.tracking.train_resolution import features_of as res_features
-
-    d = load_tree(shared("data", "lhcb_trk2016_samples.root"), "Resolution")
-    _, va = split_indices(len(d["pid"]))
-    va = va[d["track_type"][va] == 4]
-    dv = {k: v[va] for k, v in d.items()}
-    draws = 4
-    dt = {k: np.tile(v, draws) for k, v in dv.items()}
-    n = len(dt["pid"])
-    svc = ModelSvc(threads=1)
-    rng = np.random.default_rng(23)
-    res = svc.load(str(RES_MODEL)).run({"x": res_features(dt), "noise": rng.standard_normal((n, 9)).astype(np.float32)})
-    cov = svc.load(str(COV_MODEL)).run({"x": features_of(dt, res), "noise": rng.standard_normal((n, 15)).astype(np.float32)})
-    pg = pulls(res.astype(np.float64), cov.astype(np.float64), dt["mc_log10_p"], physical_charge(dt["pid"]).astype(np.float64))
-    ref_res = np.stack([dv[c] for c in RESOLUTION_OUTPUTS], axis=1).astype(np.float64)
-    ref_cov = np.stack([dv[c] for c in COVARIANCE_OUTPUTS], axis=1).astype(np.float64)
-    pr = pulls(ref_res, ref_cov, dv["mc_log10_p"], physical_charge(dv["pid"]).astype(np.float64))
+    pr, pg = _pooled_pulls(shared, track_type=4, draws=4, seed=23)
 
     def rms10(v):
         v = v[np.isfinite(v)]
