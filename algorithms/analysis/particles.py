@@ -37,7 +37,7 @@ from framework import Algorithm, Collection, ConfigurationError, Input, Output, 
 from ..common.geometry import ip_ipchi2
 
 from .cuts import C_MM_PER_NS, CutError, ParticleView, compile_cut
-from .kinematics import pdg_charge, pdg_mass, resolve_pid, track_p4
+from .kinematics import chol_decomp, chol_solve, pdg_charge, pdg_mass, resolve_pid, track_p4
 
 __all__ = ["NODE_FIELDS", "FLAT_EXTRA", "PID_FIELDS", "Topology", "empty_particles", "node_columns",
            "line_pv_geometry", "vertex_pv_geometry", "make_track_particles", "find_producer",
@@ -229,68 +229,40 @@ def line_pv_geometry(row_event, state, z, cov, pvs: Collection) -> dict:
 
 @nb.njit(cache=True, error_model="numpy")
 def _vertex_pv_kernel(vtx, vcov, p4, m, pv, pv_cov, out):
-    """``out`` [7, n]: fd, fdchi2, dira, mcorr, tau, tauerr, (unused).  fdchi2 = d^T (Vsv + Vpv)^-1 d
-    by Gaussian elimination with partial pivoting (NaN if the covariance is not finite or singular)."""
+    """``out`` [6, n]: fd, fdchi2, dira, mcorr, tau, tauerr.  fdchi2 = d^T (Vsv + Vpv)^-1 d by Cholesky
+    (NaN if the summed covariance is not finite or not positive definite)."""
     A = np.empty((3, 3))
-    b = np.empty(3)
+    L = np.zeros((3, 3))
+    d = np.empty(3)
+    x = np.empty(3)
+    h = np.empty(3)
     for k in range(vtx.shape[0]):
-        d0 = vtx[k, 0] - pv[k, 0]
-        d1 = vtx[k, 1] - pv[k, 1]
-        d2 = vtx[k, 2] - pv[k, 2]
+        for i in range(3):
+            d[i] = vtx[k, i] - pv[k, i]
         px, py, pz = p4[k, 0], p4[k, 1], p4[k, 2]
         pmag = math.sqrt(px * px + py * py + pz * pz)
-        fd = math.sqrt(d0 * d0 + d1 * d1 + d2 * d2)
-        finite = True
+        h[0], h[1], h[2] = px / pmag, py / pmag, pz / pmag
+        fd = math.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2])
+        var = 0.0  # h^T (Vsv + Vpv) h: variance of the flight distance along the momentum
         for i in range(3):
             for j in range(3):
                 A[i, j] = vcov[k, i, j] + pv_cov[k, i, j]
-                if not math.isfinite(A[i, j]):
-                    finite = False
+                var += h[i] * A[i, j] * h[j]
         fdchi2 = np.nan
-        if finite:
-            b[0], b[1], b[2] = d0, d1, d2
-            ok = True
-            for c in range(3):
-                piv = c
-                for r in range(c + 1, 3):
-                    if abs(A[r, c]) > abs(A[piv, c]):
-                        piv = r
-                if A[piv, c] == 0.0:
-                    ok = False
-                    break
-                if piv != c:
-                    for j in range(3):
-                        A[c, j], A[piv, j] = A[piv, j], A[c, j]
-                    b[c], b[piv] = b[piv], b[c]
-                for r in range(c + 1, 3):
-                    f = A[r, c] / A[c, c]
-                    for j in range(c, 3):
-                        A[r, j] -= f * A[c, j]
-                    b[r] -= f * b[c]
-            if ok:
-                x2 = b[2] / A[2, 2]
-                x1 = (b[1] - A[1, 2] * x2) / A[1, 1]
-                x0 = (b[0] - A[0, 1] * x1 - A[0, 2] * x2) / A[0, 0]
-                fdchi2 = d0 * x0 + d1 * x1 + d2 * x2
-        dira = (d0 * px + d1 * py + d2 * pz) / (fd * pmag)
-        pl = px * (d0 / fd) + py * (d1 / fd) + pz * (d2 / fd)
+        if chol_decomp(A, L, 3):
+            chol_solve(L, d, x, 3)
+            fdchi2 = d[0] * x[0] + d[1] * x[1] + d[2] * x[2]
+        dira = (d[0] * px + d[1] * py + d[2] * pz) / (fd * pmag)
+        pl = px * (d[0] / fd) + py * (d[1] / fd) + pz * (d[2] / fd)
         pperp = math.sqrt(max(pmag * pmag - pl * pl, 0.0))
-        mcorr = math.sqrt(m[k] * m[k] + pperp * pperp) + pperp
-        h0, h1, h2 = px / pmag, py / pmag, pz / pmag
-        L = d0 * h0 + d1 * h1 + d2 * h2
-        var = 0.0
-        for i in range(3):
-            hi = h0 if i == 0 else (h1 if i == 1 else h2)
-            for j in range(3):
-                hj = h0 if j == 0 else (h1 if j == 1 else h2)
-                var += hi * (vcov[k, i, j] + pv_cov[k, i, j]) * hj
+        L_sv = d[0] * h[0] + d[1] * h[1] + d[2] * h[2]
         sL = math.sqrt(max(var, 0.0)) if not math.isnan(var) else np.nan
         scale = m[k] / (pmag * C_MM_PER_NS)
         out[0, k] = fd
         out[1, k] = fdchi2
         out[2, k] = dira
-        out[3, k] = mcorr
-        out[4, k] = L * scale
+        out[3, k] = math.sqrt(m[k] * m[k] + pperp * pperp) + pperp
+        out[4, k] = L_sv * scale
         out[5, k] = sL * scale
 
 
@@ -304,7 +276,7 @@ def vertex_pv_geometry(vtx, vcov, p4, m, pv, pv_cov) -> dict:
     f8 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
     vtx = f8(vtx)
     n = vtx.shape[0]
-    out = np.empty((7, n))
+    out = np.empty((6, n))
     _vertex_pv_kernel(vtx, f8(vcov), f8(p4), np.broadcast_to(f8(m), (n,)).copy(), f8(pv), f8(pv_cov), out)
     return {"fd": out[0], "fdchi2": out[1], "dira": out[2], "mcorr": out[3], "tau": out[4], "tauerr": out[5]}
 
