@@ -532,7 +532,8 @@ def fit_vertex_general(meas, covs, z, kinds, masses, offsets, max_iter: int = 10
     :func:`~algorithms.analysis.kinematics.composite_measurement`), ``covs`` (M,7,7), ``z`` (M,)
     reference z of each measurement (ignored for kind 2), ``kinds`` (M,), ``masses`` (M,) mass
     hypotheses of tracks [MeV] (ignored for composites), ``offsets`` (N+1,) candidate boundaries.
-    Returns a dict of arrays (see module docstring)."""
+    Returns a dict of arrays (see module docstring); ``daughter_par`` (M,4) holds the fitted
+    (tx, ty, kappa, E) of tracks and (tx, ty, kappa, m) of composites."""
     meas = np.ascontiguousarray(meas, dtype=np.float64)
     covs = np.ascontiguousarray(covs, dtype=np.float64)
     z = np.ascontiguousarray(z, dtype=np.float64)
