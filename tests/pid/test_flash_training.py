@@ -191,3 +191,62 @@ def test_globalpid_distils_a_deterministic_probnn():
                    max_epochs=25, batch=256, lr=5e-3, log=None)
     after = err()
     assert before > 0.3 and after < 0.25 * before, (before, after)
+
+
+def test_rich_recalibration_restores_momentum_dependent_point_mass(tmp_path):
+    """Post-training recalibration (flash_common.recalibrate_flow_onnx) on a synthetic RICH-like sample whose
+    DLLp == DLLK point mass switches off at a 'threshold' (all ties below 9 GeV, 3 % above): an untrained
+    flow gives the marginal tie fraction at every momentum (wrong on both sides); after recalibration the
+    tie fraction per momentum bin is the sample's, ties stay exact (DLLp == DLLK bit for bit), and
+    recalibrating the recalibrated graph again (from its latent) gives the same tables."""
+    import onnxruntime as ort
+
+    from models.training.pid.flash_common import (TieGaussianizer, build_pid_flow, export, kin_transform_np,
+                                                  recalibrate_flow_onnx, rich_to_flow)
+
+    rng = np.random.default_rng(3)
+    n = 60_000
+    p = np.exp(rng.uniform(np.log(2e3), np.log(2e5), n))
+    kin = np.stack([p, rng.uniform(2, 5, n), rng.integers(1, 150, n), rng.choice([-1.0, 1.0], n)], 1)
+    dllk = np.where(rng.random(n) < 0.02, 0.0, rng.normal(np.log(p / 1e3), 3.0))
+    tie = np.where(p < 9e3, True, rng.random(n) < 0.03)
+    dllp = np.where(tie, dllk, dllk + rng.normal(2.0, 4.0, n))
+    rich = np.stack([rng.normal(0, 2, n), rng.normal(0, 2, n), dllk, dllp], 1).astype(np.float32)
+    t = rich_to_flow(rich)
+    kt = kin_transform_np(kin)
+    loc, scale = kt.mean(0), kt.std(0)
+    loc[3], scale[3] = 0.0, 1.0
+    gauss = TieGaussianizer().fit(t, np.ones(n))
+    flow = build_pid_flow(loc, scale, gauss, 4, n_layers=2, hidden=8, embed=4, seed=1, post="rich")
+    flow.freeze()
+    path = tmp_path / "rich.onnx"
+    export(flow, path, 4, noise_dim=4)
+
+    xv = np.stack([np.exp(rng.uniform(np.log(2e3), np.log(2e5), 40_000)), rng.uniform(2, 5, 40_000),
+                   rng.integers(1, 150, 40_000), rng.choice([-1.0, 1.0], 40_000)], 1).astype(np.float32)
+    noise = rng.standard_normal((xv.shape[0], 4)).astype(np.float32)
+
+    def tie_fractions(model_path):
+        sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+        y = sess.run(None, {"x": xv, "noise": noise})[0]
+        low, high = xv[:, 0] < 8.5e3, xv[:, 0] > 9.5e3
+        eq = y[:, 3] == y[:, 2]
+        return float(eq[low].mean()), float(eq[high].mean()), y
+
+    lo0, hi0, _ = tie_fractions(path)
+    assert lo0 < 0.8 and hi0 > 0.15      # untrained flow: the marginal fraction (~0.35) everywhere
+
+    info = recalibrate_flow_onnx(path, kin, t, np.ones(n), post="rich", n_groups=12, eta_groups=2, n_draws=4)
+    assert info["momentum_groups"] >= 10 and info["eta_groups"] == 2
+    assert any(abs(e - 9.0) < 0.4 for e in info["group_edges_p_GeV"]), info["group_edges_p_GeV"]   # the tree split
+    lo1, hi1, y = tie_fractions(path)
+    assert lo1 > 0.995, lo1
+    assert abs(hi1 - 0.03) < 0.01, hi1
+    # ties exact: the flow variable DLLp - DLLK is exactly 0, so DLLp == DLLK bit for bit; DLLK == 0 kept
+    assert np.all((y[:, 3] == y[:, 2]) == ((y[:, 3] - y[:, 2]) == 0))
+    assert abs(float(np.mean(y[:, 2] == 0)) - 0.02) < 0.006
+    # recalibrating again starts from the latent of the recalibrated graph: same result
+    tab1 = {i.name: i for i in __import__("onnx").load(str(path)).graph.initializer}["recal/q_pair"]
+    recalibrate_flow_onnx(path, kin, t, np.ones(n), post="rich", n_groups=12, eta_groups=2, n_draws=4)
+    tab2 = {i.name: i for i in __import__("onnx").load(str(path)).graph.initializer}["recal/q_pair"]
+    assert tab1.SerializeToString() == tab2.SerializeToString()

@@ -13,11 +13,14 @@
   the design of ``models.training.tracking.generative``, own copy with a tie-preserving table) and
   ``GlobalPIDNet`` (heteroscedastic Gaussian density with a linear skip on the masked sub-detector
   DLLs; ProbNN outputs through a sigmoid).
+* :func:`recalibrate_flow_onnx` -- post-training recalibration of an exported flow's quantile tables per
+  (momentum, eta) group on the flow's own latent marginals (ONNX graph surgery: also for shipped models).
 * :func:`train_weighted` -- AdamW on a weighted per-row loss (weights may be negative), cosine
   learning-rate schedule over a wall-time budget, best validation loss kept.
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -1040,3 +1043,356 @@ def write_card(path, card: dict):
     _Dumper.add_representer(np.bool_, lambda d, v: d.represent_bool(bool(v)))
     with open(path, "w") as f:
         yaml.dump(card, f, Dumper=_Dumper, sort_keys=False, width=110, default_flow_style=None)
+
+
+# ----------------------------------------------------------------------------------------------
+# post-training recalibration of a flow's inverse marginal quantile transform, per momentum group
+# (the PID counterpart of models.training.tracking.generative.calibrate_flow), done on the exported
+# ONNX graph so that it also applies to a shipped model whose torch parameters are gone
+# ----------------------------------------------------------------------------------------------
+#: names of the RICH flow variables (rich_to_flow), for the cards
+RICH_FLOW_NAMES = ("RichDLLe", "RichDLLmu", "RichDLLK", "RichDLLp - RichDLLK")
+#: ONNX metadata key holding the name of the flow's latent tensor z (input of the quantile lookup)
+LATENT_KEY = "flashsim_flow_latent"
+RECAL_KEY = "flashsim_flow_recalibration"
+
+
+def tie_table(t, w, levels, heavy_fraction=0.002):
+    """Weighted quantiles of one column at ``levels`` with the knots of a point mass made exactly equal to
+    it (as :meth:`TieGaussianizer.fit`): a level inside a tie's CDF interval gives the tie value bit for bit.
+    The tie's first and last knots are those whose levels are *nearest* to the ends of its CDF interval
+    [F(v-), F(v)]: the generated mass between them (the mass reproduced exactly) is then the tie's fraction
+    without the bias of about one grid cell that taking only the knots inside the interval gives."""
+    t = np.asarray(t, np.float64)
+    w = np.clip(np.asarray(w, np.float64), 0.0, None)
+    levels = np.clip(levels, 0.0, 1.0)
+    q = weighted_quantile(t, w, levels)
+    vals, counts = np.unique(t, return_counts=True)
+    wt = max(w.sum(), 1e-300)
+    for v in vals[counts > heavy_fraction * t.shape[0]]:
+        q[np.abs(q - v) <= 1e-6 * max(1.0, abs(v))] = v
+        f_lo, f_hi = float(w[t < v].sum() / wt), float(w[t <= v].sum() / wt)
+        k0, k1 = int(np.argmin(np.abs(levels - f_lo))), int(np.argmin(np.abs(levels - f_hi)))
+        if k0 <= k1:
+            q[k0:k1 + 1] = v
+    return np.maximum.accumulate(q.astype(np.float32).astype(np.float64))
+
+
+def heavy_ties(t, heavy_fraction=0.002):
+    """[(column, value)] of the point masses (> heavy_fraction of the rows) of ``t``."""
+    out = []
+    for i in range(t.shape[1]):
+        vals, counts = np.unique(t[:, i], return_counts=True)
+        out += [(i, float(v)) for v in vals[counts > heavy_fraction * t.shape[0]]]
+    return out
+
+
+def momentum_groups(lp, t, w, n_groups=24, n_cells=256, min_rows=1500, max_tree_splits=6, min_gain=2e-3):
+    """Groups of a fine uniform grid in ln p (``n_cells`` cells over the rows' range) for the per-group
+    tables.  First a regression tree of the point-mass indicators of ``t`` in ln p (the splits with the
+    largest weighted variance reduction, at most ``max_tree_splits``, each reducing it by more than
+    ``min_gain`` of the total weight and leaving >= ``min_rows`` rows per side: e.g. a Cherenkov threshold
+    where a tie switches on or off), then every leaf cut into equal-weight groups of about 1/``n_groups``
+    of the rows (>= ``min_rows`` each).  Returns (lp0, lp1, cell -> group array, group edges in ln p)."""
+    lp = np.asarray(lp, np.float64)
+    w = np.clip(np.asarray(w, np.float64), 0.0, None)
+    lp0, lp1 = float(lp.min()), float(np.nextafter(lp.max(), np.inf))
+    cell = np.clip(((lp - lp0) * (n_cells / (lp1 - lp0))).astype(np.int64), 0, n_cells - 1)
+    W = np.bincount(cell, weights=w, minlength=n_cells)
+    N = np.bincount(cell, minlength=n_cells).astype(np.float64)
+    H = np.stack([np.bincount(cell, weights=w * (t[:, c] == v), minlength=n_cells) for c, v in heavy_ties(t)]) \
+        if heavy_ties(t) else np.zeros((0, n_cells))
+
+    def best_split(a, b):   # cells [a, b)
+        cw, cn, ch = np.cumsum(W[a:b]), np.cumsum(N[a:b]), np.cumsum(H[:, a:b], axis=1)
+        wt, nt, ht = cw[-1], cn[-1], ch[:, -1:]
+        best = (0.0, None)
+        for k in range(b - a - 1):
+            wl, wr = cw[k], wt - cw[k]
+            if cn[k] < min_rows or nt - cn[k] < min_rows or wl <= 0 or wr <= 0:
+                continue
+            fl, fr = ch[:, k] / wl, (ht[:, 0] - ch[:, k]) / wr
+            gain = float((wl * wr / wt * (fl - fr) ** 2).sum())
+            if gain > best[0]:
+                best = (gain, a + k + 1)
+        return best
+
+    leaves = [(0, n_cells)]
+    for _ in range(max_tree_splits if H.shape[0] else 0):
+        cands = [(best_split(a, b), (a, b)) for a, b in leaves]
+        (gain, cut), (a, b) = max(cands, key=lambda c: c[0][0])
+        if cut is None or gain <= min_gain * W.sum():
+            break
+        leaves.remove((a, b))
+        leaves += [(a, cut), (cut, b)]
+    leaves.sort()
+    target = W.sum() / max(n_groups, 1)
+    edges = []
+    for a, b in leaves:
+        m = int(max(1, min(round(W[a:b].sum() / target), N[a:b].sum() // max(min_rows, 1))))
+        cw = np.cumsum(W[a:b])
+        cuts = sorted({a + int(np.searchsorted(cw, cw[-1] * j / m)) + 1 for j in range(1, m)} - {a, b})
+        edges += [a] + cuts
+    edges = sorted(set(edges)) + [n_cells]
+    group_of_cell = np.zeros(n_cells, np.int64)
+    for g, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
+        group_of_cell[a:b] = g
+    lp_edges = [lp0 + e * (lp1 - lp0) / n_cells for e in edges]
+    return lp0, lp1, group_of_cell, lp_edges
+
+
+def _latent_name(model):
+    """Name of the latent tensor z of an exported flow: from the metadata of a recalibrated graph, or the
+    first input of the ``Sub`` that starts the quantile lookup Gather(q_flat, (Clip((z - g0) * inv)) ...)."""
+    meta = {p.key: p.value for p in model.metadata_props}
+    if LATENT_KEY in meta:
+        return meta[LATENT_KEY]
+    prod = {o: n for n in model.graph.node for o in n.output}
+    for n in model.graph.node:
+        if n.op_type == "Gather" and n.input[0] == "q_flat":
+            node = prod[n.input[1]]                 # Add(Cast(Floor(Clip)), col_off)
+            chain = ["Add", "Cast", "Floor", "Clip", "Mul", "Sub"]
+            for i, op in enumerate(chain):
+                if node.op_type != op:
+                    break
+                if op == "Sub":
+                    return node.input[0]
+                node = prod[node.input[0]]
+    raise ValueError("no flow quantile lookup (Gather on q_flat) found in the graph")
+
+
+def _prune_to(model, name):
+    """(nodes, initializers) needed to compute tensor ``name`` from the graph inputs, in graph order."""
+    prod = {o: n for n in model.graph.node for o in n.output}
+    need, stack, keep = set(), [name], set()
+    while stack:
+        t = stack.pop()
+        if t in need:
+            continue
+        need.add(t)
+        n = prod.get(t)
+        if n is not None and id(n) not in keep:
+            keep.add(id(n))
+            stack += [i for i in n.input if i]
+    nodes = [n for n in model.graph.node if id(n) in keep]
+    inits = [i for i in model.graph.initializer if i.name in need]
+    return nodes, inits
+
+
+def flow_latent(path, x, noise, chunk=65536):
+    """Latent z [N, dim] of an exported flow (the input of its quantile lookup) for inputs x and noise."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+
+    model = onnx.load(str(path))
+    z = _latent_name(model)
+    nodes, inits = _prune_to(model, z)
+    dim = noise.shape[1]
+    g = helper.make_graph(nodes, "latent", list(model.graph.input),
+                          [helper.make_tensor_value_info(z, onnx.TensorProto.FLOAT, ["N", dim])], inits)
+    m = helper.make_model(g, opset_imports=model.opset_import, ir_version=model.ir_version)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    out = [sess.run(None, {"x": np.asarray(x[i:i + chunk], np.float32),
+                           "noise": np.asarray(noise[i:i + chunk], np.float32)})[0] for i in range(0, len(x), chunk)]
+    return np.concatenate(out).astype(np.float64)
+
+
+def _cells(v, v0, v1, n_cells, log=False):
+    """Cell of each value on a uniform grid of n_cells over [v0, v1) as the graph computes it (float32)."""
+    v = np.asarray(v, np.float32)
+    if log:
+        v = np.log(np.maximum(v, np.float32(1.0))).astype(np.float32)
+    pos = np.clip((v - np.float32(v0)) * np.float32(n_cells / (v1 - v0)), np.float32(0.0),
+                  np.float32(n_cells - 1e-3)).astype(np.float32)
+    return np.floor(pos).astype(np.int64)
+
+
+def group_of_rows(kin, grid):
+    """Group of each row (KIN_INPUTS) on the cell grid of :func:`recalibrate_flow_onnx`."""
+    pc = _cells(kin[:, 0], grid["lp0"], grid["lp1"], grid["n_p_cells"], log=True)
+    ec = _cells(kin[:, 1], grid["eta0"], grid["eta1"], grid["n_eta_cells"]) if grid["n_eta_cells"] > 1 else 0
+    return grid["group_of_cell"][pc * grid["n_eta_cells"] + ec]
+
+
+def recalibrate_flow_onnx(path, kin, t, w, *, post=None, n_groups=24, n_knots=601, g_max=5.0, n_draws=8,
+                          seed=77, min_rows=1500, eta_groups=1, out_path=None) -> dict:
+    """Post-training recalibration of an exported flow (``path``, rewritten unless ``out_path``).
+
+    The flow is sampled ``n_draws`` times on the training conditions ``kin`` (KIN_INPUTS; targets ``t`` in
+    flow variables, weights ``w``).  Per momentum group (:func:`momentum_groups`) and variable, the
+    generated latent marginal F_gen replaces the Gaussian levels of the quantile table:
+    q_k = Q_t,group(F_gen,group(g_k)), with the point masses kept exact (:func:`tie_table`), so the
+    generated marginals per group -- point-mass fractions included -- equal the training sample's.  The new
+    graph keeps the flow up to its latent z and replaces the single table by per-group tables of
+    ``n_knots`` knots on [-g_max, g_max], the group picked by one Gather on a fine grid in ln p (crossed with
+    ``eta_groups`` equal-weight groups in eta when > 1).
+    ``post="rich"``: outputs (t0, t1, t2, t3 + t2) as :func:`build_pid_flow`.  Idempotent in the sense
+    that a recalibrated graph is recalibrated from its latent again.  Returns a summary for the card."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    kin, t = np.asarray(kin, np.float32), np.asarray(t, np.float64)
+    w = np.clip(np.ones(len(t)) if w is None else np.asarray(w, np.float64), 0.0, None)
+    dim = t.shape[1]
+    rng = np.random.default_rng(seed)
+    xs = np.concatenate([kin] * n_draws)
+    z = flow_latent(path, xs, rng.standard_normal((xs.shape[0], dim)).astype(np.float32))
+    wz = np.concatenate([w] * n_draws)
+    lp = np.log(np.maximum(kin[:, 0].astype(np.float64), 1.0))
+    lp0, lp1, p_group_of_cell, lp_edges = momentum_groups(lp, t, w, n_groups=n_groups, min_rows=min_rows)
+    n_pg = int(p_group_of_cell.max()) + 1
+    grid = {"lp0": lp0, "lp1": lp1, "n_p_cells": p_group_of_cell.shape[0], "n_eta_cells": 1, "eta0": 0.0, "eta1": 1.0}
+    eta_edges = []
+    if eta_groups > 1:   # equal-weight eta groups on a fine grid, crossed with the momentum groups
+        eta = kin[:, 1].astype(np.float64)
+        grid.update(eta0=float(eta.min()), eta1=float(np.nextafter(eta.max(), np.inf)), n_eta_cells=16)
+        eta_edges = list(weighted_quantile(eta, w, np.arange(1, eta_groups) / eta_groups))
+        centres = grid["eta0"] + (np.arange(16) + 0.5) * (grid["eta1"] - grid["eta0"]) / 16
+        e_group_of_cell = np.searchsorted(eta_edges, centres)
+        grid["group_of_cell"] = (p_group_of_cell[:, None] * eta_groups + e_group_of_cell[None, :]).reshape(-1)
+    else:
+        grid["group_of_cell"] = p_group_of_cell
+    group_of_cell = grid["group_of_cell"]
+    G = n_pg * max(eta_groups, 1)
+    grp = group_of_rows(kin, grid)
+    grp_z = np.concatenate([grp] * n_draws)
+    g = np.linspace(-g_max, g_max, n_knots)
+    tab = np.zeros((G, dim, n_knots))
+    ties = heavy_ties(t)
+    tie_before, tie_target = {}, {}
+    ne = max(int(eta_groups), 1)
+    for k in range(G):
+        mt, mz = grp == k, grp_z == k
+        if mt.sum() < min_rows // 4:   # a sparse (momentum, eta) cell: the table of its momentum group
+            mt, mz = grp // ne == k // ne, grp_z // ne == k // ne
+        for c in range(dim):
+            zc, wc = z[mz, c], wz[mz]
+            o = np.argsort(zc, kind="mergesort")
+            cw = np.concatenate([[0.0], np.cumsum(wc[o])])
+            levels = cw[np.searchsorted(zc[o], g, side="left")] / max(cw[-1], 1e-300)
+            tab[k, c] = tie_table(t[mt, c], w[mt], levels)
+    # figures: point-mass fractions per momentum group (eta groups pooled), training rows and the flow's
+    # output before this recalibration (one draw per row)
+    pgrp = grp // ne
+
+    def fractions(tt, c, v):
+        return [round(float((w[pgrp == k] * (tt[pgrp == k, c] == v)).sum() / max(w[pgrp == k].sum(), 1e-300)), 4)
+                for k in range(n_pg)]
+
+    for c, v in ties:
+        tie_target[f"col{c}={v:g}"] = fractions(t, c, v)
+    model = onnx.load(str(path))
+    zname = _latent_name(model)
+    # generated fraction before: the flow's previous output on the same draws
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    rng2 = np.random.default_rng(seed + 1)
+    y_old = sess.run(None, {"x": kin, "noise": rng2.standard_normal((kin.shape[0], dim)).astype(np.float32)})[0]
+    t_old = y_old.astype(np.float64)
+    if post == "rich":
+        t_old = np.stack([t_old[:, 0], t_old[:, 1], t_old[:, 2], t_old[:, 3] - t_old[:, 2]], 1)
+    for c, v in ties:
+        tie_before[f"col{c}={v:g}"] = fractions(t_old, c, v)
+
+    nodes, inits = _prune_to(model, zname)
+    f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
+    c = lambda name, a: numpy_helper.from_array(np.asarray(a), name)  # noqa: E731
+    nc, nec = grid["n_p_cells"], grid["n_eta_cells"]
+    q_lo = tab.astype(np.float32)
+    q_d = np.concatenate([q_lo[:, :, 1:] - q_lo[:, :, :-1], np.zeros((G, dim, 1), np.float32)], axis=2)
+    # rows (q_k, q_{k+1} - q_k): one Gather per value; a tie's knots are equal, so its cells give
+    # lo + frac * 0 = the tie value exactly
+    # ONNX Runtime note: binary ops on [N, 1] tensors (and Slices) take a slow broadcast path (~30 ns per
+    # row each); everything below is on [N] or [N, dim] tensors, the group offsets come as [N, dim] rows
+    # of one Gather, and the RICH post-processing is one MatMul
+    off_rows = (group_of_cell[:, None] * dim * n_knots + np.arange(dim)[None, :] * n_knots).astype(np.float32)
+    new_inits = [
+        c("recal/q_pair", np.stack([q_lo.reshape(-1), q_d.reshape(-1)], axis=1)),
+        c("recal/i0s", np.array(0, np.int64)), c("recal/i1s", np.array(1, np.int64)),
+        c("recal/off_rows", off_rows),
+        c("recal/one", f32(1.0)), c("recal/lp0", f32(lp0)), c("recal/inv_dlp", f32(nc / (lp1 - lp0))),
+        c("recal/zero", f32(0.0)), c("recal/cmax", f32(nc - 1e-3)), c("recal/g0", f32(-g_max)),
+        c("recal/inv_dg", f32((n_knots - 1) / (2 * g_max))), c("recal/kmax", f32(n_knots - 1 - 1e-3)),
+    ]
+    N = helper.make_node
+    new_nodes = [
+        N("Gather", ["x", "recal/i0s"], ["recal/p"], axis=1),                # [N]
+        N("Max", ["recal/p", "recal/one"], ["recal/pc"]),
+        N("Log", ["recal/pc"], ["recal/lp"]),
+        N("Sub", ["recal/lp", "recal/lp0"], ["recal/lps"]),
+        N("Mul", ["recal/lps", "recal/inv_dlp"], ["recal/lpc"]),
+        N("Clip", ["recal/lpc", "recal/zero", "recal/cmax"], ["recal/lpk"]),
+        N("Floor", ["recal/lpk"], ["recal/cellf"]),
+    ]
+    if nec > 1:
+        new_inits += [c("recal/i1s_eta", np.array(1, np.int64)), c("recal/eta0", f32(grid["eta0"])),
+                      c("recal/inv_deta", f32(nec / (grid["eta1"] - grid["eta0"]))), c("recal/emax", f32(nec - 1e-3)),
+                      c("recal/nec", f32(nec))]
+        new_nodes += [
+            N("Gather", ["x", "recal/i1s_eta"], ["recal/eta"], axis=1),
+            N("Sub", ["recal/eta", "recal/eta0"], ["recal/etas"]),
+            N("Mul", ["recal/etas", "recal/inv_deta"], ["recal/etac"]),
+            N("Clip", ["recal/etac", "recal/zero", "recal/emax"], ["recal/etak"]),
+            N("Floor", ["recal/etak"], ["recal/ecellf"]),
+            N("Mul", ["recal/cellf", "recal/nec"], ["recal/pcell_e"]),
+            N("Add", ["recal/pcell_e", "recal/ecellf"], ["recal/cell2f"]),
+            N("Cast", ["recal/cell2f"], ["recal/cell"], to=TensorProto.INT64),
+        ]
+    else:
+        new_nodes += [N("Cast", ["recal/cellf"], ["recal/cell"], to=TensorProto.INT64)]
+    new_nodes += [
+        N("Gather", ["recal/off_rows", "recal/cell"], ["recal/off"]),        # [N, dim]
+        N("Sub", [zname, "recal/g0"], ["recal/zs"]),
+        N("Mul", ["recal/zs", "recal/inv_dg"], ["recal/zp"]),
+        N("Clip", ["recal/zp", "recal/zero", "recal/kmax"], ["recal/pos"]),
+        N("Floor", ["recal/pos"], ["recal/i0"]),
+        N("Sub", ["recal/pos", "recal/i0"], ["recal/frac"]),
+        N("Add", ["recal/i0", "recal/off"], ["recal/idxf"]),
+        N("Cast", ["recal/idxf"], ["recal/idx"], to=TensorProto.INT64),
+        N("Gather", ["recal/q_pair", "recal/idx"], ["recal/pair"]),          # [N, dim, 2]
+        N("Gather", ["recal/pair", "recal/i0s"], ["recal/lo"], axis=2),
+        N("Gather", ["recal/pair", "recal/i1s"], ["recal/d"], axis=2),
+        N("Mul", ["recal/frac", "recal/d"], ["recal/fd"]),
+    ]
+    if post == "rich":
+        # (t0, t1, t2, t3) -> (t0, t1, t2, t2 + t3): products by 0 and 1 are exact, so t3 == 0 gives DLLp == DLLK
+        # bit for bit
+        mix = np.eye(dim, dtype=np.float32)
+        mix[2, 3] = 1.0
+        new_inits.append(c("recal/post", mix))
+        new_nodes += [N("Add", ["recal/lo", "recal/fd"], ["recal/t"]), N("MatMul", ["recal/t", "recal/post"], ["y"])]
+    else:
+        new_nodes += [N("Add", ["recal/lo", "recal/fd"], ["y"])]
+    for i, n in enumerate(new_nodes):
+        n.name = f"recal/{i}_{n.op_type}"
+    out_vi = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", dim])
+    graph = helper.make_graph(nodes + new_nodes, model.graph.name, list(model.graph.input), [out_vi], inits + new_inits)
+    new = helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version,
+                            producer_name=model.producer_name, producer_version=model.producer_version)
+    summary = {
+        "method": "post-training marginal recalibration: the flow sampled on the training conditions "
+                  f"({n_draws} noise draws per row); per (momentum, eta) group and variable the quantile table is "
+                  "q_k = Q_train,group(F_gen,group(g_k)) with point masses kept exact, so the generated marginals per "
+                  "group, point-mass fractions included, equal the training sample's",
+        "groups": G, "momentum_groups": n_pg, "eta_groups": max(int(eta_groups), 1),
+        "eta_group_edges": [round(float(e), 4) for e in eta_edges], "knots": int(n_knots), "draws": int(n_draws),
+        "rows": int(len(t)),
+        "group_edges_p_GeV": [round(float(np.exp(e)) / 1000.0, 3) for e in lp_edges],
+        "point_mass_fraction_per_momentum_group": {
+            (f"{RICH_FLOW_NAMES[int(k[3])]} == {k.split('=')[1]}" if post == "rich" else k):
+            {"training": tie_target[k], "generated_before": tie_before[k]} for k in tie_target},
+    }
+    del new.metadata_props[:]
+    meta = json.dumps({kk: summary[kk] for kk in ("groups", "knots", "draws", "rows")})
+    for k, v in ((LATENT_KEY, zname), (RECAL_KEY, meta)):
+        p = new.metadata_props.add()
+        p.key, p.value = k, v
+    onnx.checker.check_model(new)
+    onnx.save(new, str(out_path or path))
+    return summary

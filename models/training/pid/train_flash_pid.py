@@ -8,11 +8,15 @@
         --weight-branch probe_sWeight --branches p=probe_P,eta=probe_ETA,charge=probe_Q,...
     # speed of the whole flash-PID stage (µs per long track, one core):
     python -m models.training.pid.train_flash_pid --bench
+    # recalibrate the shipped RICH flows (no training), then validate and rewrite the cards:
+    python -m models.training.pid.train_flash_pid --input /tmp/teacher.root --recalibrate-only
 
 Per species (e, mu, pi, K, p) four models are written to ``models/pid2016_{kind}_{species}.onnx``
 with their YAML cards (see algorithms/pid/features.py and docs/pid_flash.md):
 ``ismuon`` (6-class classifier of hasRich x muon state), ``rich`` (conditional normalising flow of
-the 4 RICH DLLs), ``muon`` (MuonMuLL, MuonBkgLL: a curve drawn from a categorical and a position along
+the 4 RICH DLLs, its quantile tables recalibrated after training per (momentum, eta) group so that the
+generated marginals, point masses included, equal the training sample's),
+``muon`` (MuonMuLL, MuonBkgLL: a curve drawn from a categorical and a position along
 it, the curves found in the training rows; a 2D flow when the rows are not on curves) and
 ``globalpid`` (combined DLLs = exact sub-detector sums + per-muon-state log-p tables + gated Gaussian
 corrections; ProbNN = softmax (or sigmoids) of logits + width*noise, trained as a regression distillation
@@ -130,7 +134,7 @@ def train_species(d, s, a, out_dir: Path):
     tt = lambda arr: torch.as_tensor(np.asarray(arr, np.float32))  # noqa: E731
     paths = {k: out_dir / f"{a.prefix}_{k}_{s}.onnx" for k in MODEL_KINDS}
     settings = {}
-    kinds = set() if a.validate_only else set(a.kinds.split(","))
+    kinds = set() if (a.validate_only or a.recalibrate_only) else set(a.kinds.split(","))
     for k in MODEL_KINDS:   # kinds not retrained: the existing file and its card's training block are kept
         if k not in kinds:
             import yaml
@@ -209,6 +213,25 @@ def train_species(d, s, a, out_dir: Path):
                           "(same spectrum; rows disjoint from the sample), see flash_common.teacher_muon_rows"}
 
     fit_flow("rich", "rich", "hasRich", 4, a.rich_layers, a.rich_hidden, a.rich_embed, a.seconds_rich)
+    if a.recalibration_groups > 0 and ("rich" in kinds or a.recalibrate_only):
+        # post-training recalibration of the RICH flow's quantile tables per momentum group, on the
+        # training rows (the exported graph is rewritten; a shipped model is recalibrated from its latent)
+        from .flash_common import recalibrate_flow_onnx
+
+        t1 = time.time()
+        mT = T["hasRich"]
+        rc = recalibrate_flow_onnx(paths["rich"], T["kin"][mT], rich_to_flow(T["rich"][mT]), T["w"][mT], post="rich",
+                                   n_groups=a.recalibration_groups, n_knots=a.recalibration_knots,
+                                   n_draws=a.recalibration_draws, eta_groups=a.recalibration_eta_groups,
+                                   seed=a.seed + 300 + si)
+        rc["seconds"] = round(time.time() - t1, 1)
+        log(f"  [rich_{s}] recalibrated: {rc['momentum_groups']} momentum x {rc['eta_groups']} eta groups, "
+            f"{rc['knots']} knots ({rc['seconds']}s)")
+        if "rich" in kinds:
+            settings["rich"]["recalibration"] = rc
+        else:   # --recalibrate-only: the shipped model's training block, plus the recalibration
+            blk = settings["rich"]["reused_training_block"]
+            blk.setdefault("settings", {})["recalibration"] = dict(rc, command=a.command_line)
 
     def fit_muon_curves(extra):
         """MUON model on curves (flash_common.find_muon_curves / build_curve_muon_model).  Returns False
@@ -426,6 +449,40 @@ def rate_table(ref, gens, kin, w, nt_edges):
     return results
 
 
+#: point masses of the RICH DLLs checked in validation: (name, function of the output dict) on hasRich rows
+RICH_POINT_MASSES = (("RichDLLp==RichDLLK", lambda o: np.asarray(o["RichDLLp"]) == np.asarray(o["RichDLLK"])),
+                     ("RichDLLK==0", lambda o: np.asarray(o["RichDLLK"]) == 0))
+
+
+def point_mass_table(ref, gens, kin, w) -> dict:
+    """Fractions of the hasRich rows exactly at each RICH point mass (RICH_POINT_MASSES), integrated and in
+    the momentum bins P_EDGES_GEV, reference vs flash (mean of the replicas), with the rate criteria of
+    :func:`rate_table` (> 0.2: 1 % absolute or 2 sigma; otherwise 10 % relative or 2 sigma)."""
+    pb = np.searchsorted(np.asarray(P_EDGES_GEV) * 1000.0, kin[:, 0], side="right") - 1
+    out = {}
+    for name, fn in RICH_POINT_MASSES:
+        def frac(o, m):
+            has = np.asarray(o["hasRich"], bool) & m
+            return _wmean_err(np.asarray(fn(o), np.float64)[has], w[has])
+
+        bins = []
+        for i in range(len(P_EDGES_GEV) - 1):
+            m = pb == i
+            er, sr, neff = frac(ref, m)
+            gg = [frac(o, m) for o in gens]
+            ef = float(np.mean([x[0] for x in gg]))
+            sf = float(np.sqrt(np.mean([x[1] ** 2 for x in gg]) / len(gg)))
+            sig = float(np.hypot(sr, sf))
+            tol = max(0.01, 2 * sig) if er > 0.2 else max(0.1 * er, 2 * sig)
+            bins.append({"p_GeV": [P_EDGES_GEV[i], P_EDGES_GEV[i + 1]], "reference": round(er, 5),
+                         "flash": round(ef, 5), "sigma": round(sig, 5), "pass": bool(abs(ef - er) <= tol)})
+        allm = np.ones(kin.shape[0], bool)
+        out[name] = {"reference": round(frac(ref, allm)[0], 5),
+                     "flash": round(float(np.mean([frac(o, allm)[0] for o in gens])), 5),
+                     "bins_pass": int(sum(b["pass"] for b in bins)), "bins": len(bins), "p_bins": bins}
+    return out
+
+
 def joint_matrix(o):
     return np.stack([np.asarray(o[c], dtype=np.float64) for c in LAMARR_OUTPUTS + BOOLS], axis=1)
 
@@ -452,6 +509,7 @@ def validate_species(models, d, va, s, a, probs_fn=None) -> dict:
     out["rates"] = {k: {kk: vv for kk, vv in v.items() if kk != "rows"} for k, v in rates.items()}
     out["rates_all_bins_pass"] = int(sum(v["bins_pass"] for v in rates.values()))
     out["rates_all_bins"] = int(sum(v["bins"] for v in rates.values()))
+    out["rich_point_masses"] = point_mass_table(ref, gens, kin, w)
     # classifier two-sample AUC of the joint outputs, with the kinematics as extra features
     if weighted:
         out["c2st"] = "skipped: weighted reference sample (the test takes unweighted rows)"
@@ -608,7 +666,9 @@ def sample_description(path) -> str:
 
 TECHNIQUE = ("RICH: a conditional normalising flow (affine couplings + a tie-preserving marginal quantile "
              "transform, which reproduces the point masses of the DLLs exactly and bounds the outputs to the training "
-             "range) -- exact likelihood training, stable on 2 CPU cores, and a few tens of kFLOP per row, against a "
+             "range; after training its tables are recalibrated per (momentum, eta) group on the flow's own latent "
+             "marginals, so that the point-mass fractions, e.g. DLLp == DLLK below the Cherenkov thresholds, follow "
+             "the sample's momentum dependence) -- exact likelihood training, stable on 2 CPU cores, and a few tens of kFLOP per row, against a "
              "GAN's adversarial tuning or a mixture density model's poor handling of the sharp Cherenkov-threshold "
              "structures. MUON: the (MuonMuLL, MuonBkgLL) pairs lie on a few 1D curves (both LLs are functions of one "
              "hit distance per number of stations with hits), where a 2D flow cannot put its mass; the curves are "
@@ -733,6 +793,17 @@ def parse_args(argv):
                     help="teacher samples only: simulate this many extra tracks per species (not mu) and add "
                          "their isMuon rows to the MUON flow's training rows")
     ap.add_argument("--teacher-seed", type=int, default=20240607, help="seed of the teacher for --muon-extra-tracks")
+    ap.add_argument("--recalibration-groups", type=int, default=24,
+                    help="RICH flow: post-training recalibration of its quantile tables in about this many momentum "
+                         "groups (flash_common.recalibrate_flow_onnx; 0: off)")
+    ap.add_argument("--recalibration-eta-groups", type=int, default=3,
+                    help="RICH recalibration: the momentum groups crossed with this many equal-weight eta groups")
+    ap.add_argument("--recalibration-knots", type=int, default=241, help="RICH recalibration: knots per table")
+    ap.add_argument("--recalibration-draws", type=int, default=8,
+                    help="RICH recalibration: flow noise draws per training row")
+    ap.add_argument("--recalibrate-only", action="store_true",
+                    help="train nothing: recalibrate the RICH flows in --output-dir (from their latent, so a "
+                         "recalibrated model can be recalibrated again), then validate and rewrite the cards")
     ap.add_argument("--validate-only", action="store_true",
                     help="train nothing: validate the models in --output-dir and rewrite the validation blocks of "
                          "their cards (training blocks kept)")
@@ -777,6 +848,7 @@ def main(argv=None):
     out_dir = Path(a.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     command = "python -m models.training.pid.train_flash_pid " + " ".join(argv)
+    a.command_line = command
     report = {}
     for s in species:
         t0 = time.time()
@@ -796,6 +868,8 @@ def main(argv=None):
         v = validation
         log(f"   {s}: c2st {v.get('c2st')}  bins pass {v['rates_all_bins_pass']}/{v['rates_all_bins']}  "
             f"({time.time() - t0:.0f}s)")
+        for name, r in v["rich_point_masses"].items():
+            log(f"     {name:20s} ref {r['reference']:.4f} flash {r['flash']:.4f}  p bins {r['bins_pass']}/{r['bins']}")
         for name, r in v["rates"].items():
             log(f"     {name:14s} ref {r['reference']:.4f} flash {r['flash']:.4f}  bins {r['bins_pass']}/{r['bins']}  "
                 f"max|diff| {r['max_abs_diff']:.4f} chi2 {r['chi2']}")
