@@ -29,7 +29,7 @@ import numba as nb
 import numpy as np
 
 from framework import Algorithm, Collection, ConfigurationError, Input, Output, Property
-from framework.random import counter_uniform, row_key, row_normal
+from framework.random import counter_uniform, row_key, row_normals
 
 from .features import (
     GLOBALPID_OUTPUTS, MODEL_KINDS, MUON_OUTPUTS, NO_MUON, NO_PID_VALUES, NO_PROBNNMU,
@@ -58,12 +58,14 @@ def _uniforms(key, events, indices):
 
 @nb.njit(cache=True)
 def _normals(key, events, indices, n):
-    # row_normal(row_key(k, e, i), j) == counter_normal(k, e, i, j) bit for bit: the object is hashed once
+    # row n-vector = row_normals(row_key(k, e, i), 0, .): the object is hashed once and both halves of every
+    # Box-Muller pair are used (RandomStreams.normal's numbers; one log, sqrt and sincos per two normals)
     out = np.empty((events.shape[0], n), dtype=np.float32)
+    buf = np.empty(n, dtype=np.float64)
     for i in range(events.shape[0]):
-        h = row_key(key, events[i], indices[i])
+        row_normals(row_key(key, events[i], indices[i]), 0, buf)
         for j in range(n):
-            out[i, j] = row_normal(h, j)
+            out[i, j] = buf[j]
     return out
 
 
