@@ -293,3 +293,31 @@ def test_c2st_auc_target_per_momentum_bin(shared, request, lo, hi):
     _C2ST.xfail_where_card_misses(request, key)
     r = _C2ST.auc(shared, key)
     assert r["auc"] <= 0.55, r
+
+
+@pytest.mark.parametrize("loss,clip,lo,hi", [("student", 30.0, 0.9, 1.45), ("gaussian", 30.0, 1.8, 2.5),
+                                             ("gaussian", 8.0, 1.0, 1.6)])
+def test_regression_head_losses(loss, clip, lo, hi):
+    """The regression head's scale sigma(x) on a heteroscedastic sample whose core width is s(x) and whose 10 %
+    outliers are 6 s(x) wide (rms 2.1 s): the Student-t NLL (nu = 4) stays near the core, the Gaussian NLL follows the
+    rms of the targets clipped at +-clip (``--reg-loss``, ``--reg-clip``); checked on the rows with s > 2, where
+    clipping at 8 bites (the ranges exclude the figure of an ignored option)."""
+    torch = pytest.importorskip("torch", reason="training only")
+    from models.training.tracking.generative import ConditionScaler, build_flow, regression_loc_scale, train_regression
+
+    x, _, _, _, gz, p_edges, th_edges = _slope_table_setup()
+    rng = np.random.default_rng(11)
+    s = np.exp(0.6 * x[:, 0].astype(np.float64))
+    t = rng.standard_normal((len(x), 2)) * s[:, None]
+    out = rng.random(len(x)) < 0.1
+    t[out, 0] *= 6.0
+    torch.manual_seed(0)
+    flow = build_flow(12, 2, ConditionScaler(flag_columns=range(6, 12)).fit(x), gz, n_layers=2, hidden=8, embed=4,
+                      p_edges=p_edges, theta_edges=th_edges, residual_columns=[0])
+    tr, va = np.arange(0, 16_000), np.arange(16_000, len(x))
+    train_regression(flow, x[tr], t[tr], x[va], t[va], max_seconds=6.0, batch_size=1024, lr=1e-2, loss=loss, nu=4.0,
+                     clip=clip, log=lambda *_: None)
+    _, sig = regression_loc_scale(flow, x[va])
+    wide = s[va] > 2.0
+    ratio = float(np.median(sig[wide, 0] / s[va][wide]))
+    assert lo < ratio < hi, (loss, clip, ratio)

@@ -642,30 +642,45 @@ def regression_loc_scale(flow, x, chunk=65536):
     return np.concatenate(mus), np.concatenate(sigs)
 
 
+#: NLLs of the regression head (``--reg-loss``); z = (t - mu) / sigma, per residual column, constants dropped
+REG_LOSSES = ("gaussian", "student", "laplace")
+
+
 def train_regression(flow, x_train, t_train, x_val, t_val, *, max_seconds=120.0, batch_size=4096, lr=3e-3,
-                     threads=1, seed=0, log=print):
+                     threads=1, seed=0, loss="gaussian", nu=4.0, clip=8.0, log=print):
     """Stage 1 of the deterministic-plus-residual parametrisation: fit the flow's regression head
     (conditional location mu and scale sigma of the residual columns of the normalised targets) by
-    Gaussian NLL -- after clipping the targets at +-8 so the reference's rare outliers do not drive
-    it -- then freeze it.  Returns a dict of training figures."""
+    maximum likelihood -- after clipping the targets at +-``clip`` so the reference's rare outliers do not
+    drive it -- then freeze it.  ``loss``: 'gaussian' (sigma = the conditional rms, tails included), 'student'
+    (Student-t with ``nu`` degrees of freedom: sigma follows the core, the tails are left to the residual
+    r = (t - mu) / sigma) or 'laplace' (sigma = mean |t - mu|).  Returns a dict of training figures."""
     import torch
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     xt = torch.as_tensor(np.asarray(x_train, np.float32))
-    tt = torch.as_tensor(np.clip(np.asarray(t_train, np.float64), -8, 8).astype(np.float32))
+    tt = torch.as_tensor(np.clip(np.asarray(t_train, np.float64), -clip, clip).astype(np.float32))
     xv = torch.as_tensor(np.asarray(x_val, np.float32))
-    tv = torch.as_tensor(np.clip(np.asarray(t_val, np.float64), -8, 8).astype(np.float32))
+    tv = torch.as_tensor(np.clip(np.asarray(t_val, np.float64), -clip, clip).astype(np.float32))
     params = list(flow.reg.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     n = xt.shape[0]
     gen = torch.Generator().manual_seed(seed)
     mask = flow.reg_mask
 
+    if loss not in REG_LOSSES:
+        raise ValueError(f"unknown regression loss {loss!r}")
+
     def nll(xb, tb):
         mu, sig = flow.reg_loc_scale(flow.features(xb))
         z = (tb - mu) / sig
-        return ((0.5 * z * z + torch.log(sig)) * mask).sum(dim=1).mean()
+        if loss == "student":
+            pen = 0.5 * (nu + 1.0) * torch.log1p(z * z / nu)
+        elif loss == "laplace":
+            pen = torch.abs(z)
+        else:
+            pen = 0.5 * z * z
+        return ((pen + torch.log(sig)) * mask).sum(dim=1).mean()
 
     t0, epoch, best, best_state = time.time(), 0, float("inf"), None
     while time.time() - t0 < max_seconds:
@@ -675,9 +690,9 @@ def train_regression(flow, x_train, t_train, x_val, t_val, *, max_seconds=120.0,
             for g in opt.param_groups:
                 g["lr"] = lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * frac)))
             idx = perm[k * batch_size:(k + 1) * batch_size]
-            loss = nll(xt[idx], tt[idx])
+            batch_nll = nll(xt[idx], tt[idx])
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            batch_nll.backward()
             opt.step()
         epoch += 1
         with torch.no_grad():
@@ -751,7 +766,8 @@ def train_flow(flow, x_train, u_train, x_val, u_val, *, max_seconds=600.0, max_e
 
 
 def add_model_arguments(ap, *, max_seconds, seed, theta_edges, residual, derived=True, embed_layers=2,
-                        residual_types="long,upstream,downstream"):
+                        residual_types="long,upstream,downstream", reg_loss="gaussian", reg_nu=4.0,
+                        reg_clip=8.0):
     """Command-line options shared by train_resolution and train_covariance (defaults: the shipped model's)."""
     import argparse
 
@@ -773,6 +789,12 @@ def add_model_arguments(ap, *, max_seconds, seed, theta_edges, residual, derived
                     help="track types the regression head applies to (comma-separated long, upstream, downstream; "
                          "mu = 0, sigma = 1 for the others)")
     ap.add_argument("--reg-seconds", type=float, default=150.0, help="regression-head training budget [s]")
+    ap.add_argument("--reg-loss", default=reg_loss, choices=REG_LOSSES,
+                    help="NLL of the regression head: gaussian (sigma = conditional rms), student (Student-t with "
+                         "--reg-nu degrees of freedom: sigma follows the core) or laplace")
+    ap.add_argument("--reg-nu", type=float, default=reg_nu, help="degrees of freedom of --reg-loss student")
+    ap.add_argument("--reg-clip", type=float, default=reg_clip,
+                    help="the regression head is fitted on the normalised targets clipped at +-REG_CLIP")
     ap.add_argument("--no-calibration", action="store_true", help="skip the post-training marginal recalibration")
     ap.add_argument("--batch-size", type=int, default=4096)
     ap.add_argument("--lr", type=float, default=3e-3)
@@ -786,6 +808,16 @@ TRACK_TYPES = ("long", "upstream", "downstream")
 def residual_types_of(args):
     names = [v.strip() for v in getattr(args, "residual_types", ",".join(TRACK_TYPES)).split(",") if v.strip()]
     return tuple(TRACK_TYPES.index(v) for v in names)
+
+
+def reg_loss_of(args):
+    return getattr(args, "reg_loss", "gaussian")
+
+
+def reg_loss_text(args) -> str:
+    loss = reg_loss_of(args)
+    return {"gaussian": "Gaussian NLL", "laplace": "Laplace NLL",
+            "student": f"Student-t NLL (nu = {getattr(args, 'reg_nu', 4.0):g})"}[loss]
 
 
 def theta_edges_of(args):
@@ -820,7 +852,8 @@ def fit_model(args, x, t, tr, va, *, mscale_columns, p_edges, postprocess, log=p
     if residual_columns is not None:
         fit.update(train_regression(flow, x[tr], ts[tr], x[va], ts[va], max_seconds=args.reg_seconds,
                                     batch_size=args.batch_size, lr=args.lr, threads=args.threads, seed=args.seed,
-                                    log=log))
+                                    loss=reg_loss_of(args), nu=getattr(args, "reg_nu", 4.0),
+                                    clip=getattr(args, "reg_clip", 8.0), log=log))
         mu, sig = regression_loc_scale(flow, x)
         r = (ts - mu) / sig
         gauss = Gaussianizer().fit(r[tr], tgrp[tr], n_groups=n_groups, n_sub=n_sub)
@@ -844,7 +877,8 @@ def preprocessing_notes(args, p_edges) -> str:
         notes.append("derived conditions computed in the graph: log(theta + 1e-3), log(|tx| + 1e-3), log(|ty| + 1e-3)")
     if args.residual != "none":
         notes.append(f"deterministic-plus-residual ({args.residual} columns): a regression head (1 hidden layer of 64, "
-                     "Gaussian NLL on targets clipped at +-8, trained first, then frozen) gives mu(x), sigma(x); "
+                     f"{reg_loss_text(args)} on targets clipped at +-{getattr(args, 'reg_clip', 8.0):g}, trained first, then "
+                     "frozen) gives mu(x), sigma(x); "
                      "the tables and the flow model (t - mu) / sigma"
                      + ("" if len(residual_types_of(args)) == 3 else
                         f" (track types {', '.join(TRACK_TYPES[k] for k in residual_types_of(args))} only; "
@@ -858,6 +892,10 @@ def technique_settings(args) -> dict:
             "derived_conditions": bool(args.derived), "residual": args.residual,
             **({} if args.residual == "none" or len(residual_types_of(args)) == 3 else
                {"residual_types": [TRACK_TYPES[k] for k in residual_types_of(args)]}),
+            **({} if args.residual == "none" else
+               {"regression_loss": reg_loss_of(args),
+                **({"regression_nu": float(args.reg_nu)} if reg_loss_of(args) == "student" else {}),
+                "regression_clip": float(getattr(args, "reg_clip", 8.0))}),
             "calibrated": not args.no_calibration}
 
 
