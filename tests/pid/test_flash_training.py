@@ -250,3 +250,67 @@ def test_rich_recalibration_restores_momentum_dependent_point_mass(tmp_path):
     recalibrate_flow_onnx(path, kin, t, np.ones(n), post="rich", n_groups=12, eta_groups=2, n_draws=4)
     tab2 = {i.name: i for i in __import__("onnx").load(str(path)).graph.initializer}["recal/q_pair"]
     assert tab1.SerializeToString() == tab2.SerializeToString()
+
+
+def test_teacher_rich_rows_are_fresh_hasrich_rows_of_the_species():
+    """--rich-extra-tracks (flash_common.teacher_rich_rows): the hasRich rows of fresh teacher tracks of one
+    species, identical to the teacher run directly on those rows (column order, hasRich filter, chunk
+    offsets), in a row range of their own, and distributed as tracks of the species drawn elsewhere."""
+    from scipy import stats
+
+    from models.training.pid.flash_common import RICH_EXTRA_ROWS_BASE, teacher_rich_rows
+    from models.training.pid.make_teacher_samples import SPECIES as WRITER_SPECIES, make_chunk
+
+    seed, first, n = 20240607, 9_200_000_000, 3000
+    r = teacher_rich_rows("K", n, seed=seed, chunk=1000, first_row=first)
+    assert r["simulated"] == n and r["first_row"] == first
+    key = RandomStreams(seed, 0, "PIDTeacher").key_for(0)
+    smp, out = make_chunk(first, n, np.array([0.0, 0.0, 0.0, 1.0, 0.0]), seed, key, probnn=False)
+    assert np.all(np.abs(smp["pid"]) == 321)
+    m = np.asarray(out["hasRich"], bool)
+    assert 0.9 < m.mean() < 1.0                      # the few tracks without RICH are dropped
+    assert r["kin"].shape == (m.sum(), 4) and r["rich"].shape == (m.sum(), 4)
+    np.testing.assert_array_equal(r["kin"][:, 0], smp["p"][m].astype(r["kin"].dtype))
+    want = np.stack([np.asarray(out[c])[m] for c in ("RichDLLe", "RichDLLmu", "RichDLLK", "RichDLLp")], 1)
+    np.testing.assert_array_equal(r["rich"], want.astype(np.float32))
+    np.testing.assert_array_equal(r["w"], np.ones(m.sum()))
+    # default range: 4e12 + species * 1e10, disjoint from the sample/tests (< 1e10), the ProbNN fit (1e12),
+    # the muon-enriched rows (2e12 + ...) and the fresh MUON check rows (3e12 + ...)
+    assert teacher_rich_rows("p", 10, seed=seed)["first_row"] == RICH_EXTRA_ROWS_BASE + WRITER_SPECIES.index("p") * 10**10
+    lo = [RICH_EXTRA_ROWS_BASE + i * 10**10 for i in range(len(WRITER_SPECIES))]
+    assert lo[0] >= 4 * 10**12 and lo[-1] + 10**10 <= 5 * 10**12
+    # same conditional physics as tracks of the species elsewhere: DLLK and DLLp of K rows drawn at other row
+    # numbers agree (a different species' rows would not: K vs p DLLp differ by several units)
+    other = teacher_rich_rows("K", n, seed=seed, first_row=first + 10**6)
+    for j in (2, 3):
+        assert stats.ks_2samp(r["rich"][:, j], other["rich"][:, j]).pvalue > 1e-3
+    prot = teacher_rich_rows("p", n, seed=seed, first_row=first + 2 * 10**6)
+    assert stats.ks_2samp(r["rich"][:, 3], prot["rich"][:, 3]).pvalue < 1e-6
+
+
+def test_rich_extra_tracks_enter_the_rich_training_and_card(tmp_path):
+    """--rich-extra-tracks N on a tiny teacher file: the RICH flow is trained (and recalibrated) on the
+    sample's hasRich training rows plus the hasRich rows of N fresh teacher tracks, the card records them,
+    and the validation keeps the held-out rows of the sample."""
+    from models.training.pid.make_teacher_samples import main as make_main
+    from models.training.pid.train_flash_pid import main
+
+    path = tmp_path / "teacher_K.root"
+    assert make_main(["--output", str(path), "--n", "3000", "--fractions", "0,0,0,1,0", "--chunk", "3000"]) == 0
+    out = tmp_path / "models"
+    args = ["--input", str(path), "--species", "K", "--output-dir", str(out), "--seconds-clf", "1",
+            "--seconds-rich", "1.5", "--seconds-muon", "1", "--seconds-global", "1", "--replicas", "1",
+            "--prefix", "testpid", "--max-epochs", "2", "--recalibration-groups", "4"]
+    assert main(args + ["--rich-extra-tracks", "2000"]) == 0
+    card = yaml.safe_load((out / "testpid_rich_K.yaml").read_text())
+    st = card["training"]["settings"]
+    ex = st["extra_rows"]
+    assert ex["simulated_tracks"] == 2000 and 1900 <= ex["rows"] < 2000
+    assert "4.03e+12 = 4e12 + species * 1e10" in ex["source"] and "teacher_rich_rows" in ex["source"]
+    n_train = card["training"]["rows_train"]
+    assert 0.9 * n_train < st["rows"] - ex["rows"] <= n_train      # the sample's hasRich training rows
+    assert st["recalibration"]["rows"] == st["rows"]
+    assert card["validation"]["rows"] == card["training"]["rows_validation"] < 1000
+    assert "--rich-extra-tracks 2000" in card["training"]["command"]
+    # the other models get no RICH extra rows
+    assert "extra_rows" not in yaml.safe_load((out / "testpid_muon_K.yaml").read_text())["training"]["settings"]

@@ -144,6 +144,40 @@ def teacher_muon_rows(species: str, n_rows: int, seed: int = 20240607, chunk: in
     return {"kin": kin, "muon": muon, "w": np.ones(kin.shape[0]), "simulated": int(n_rows)}
 
 
+RICH_EXTRA_ROWS_BASE = 4 * 10**12
+
+
+def teacher_rich_rows(species: str, n_rows: int, seed: int = 20240607, chunk: int = 200_000,
+                      first_row: int | None = None) -> dict:
+    """Extra *hasRich* rows of one species from the teacher, for the RICH flow (``--rich-extra-tracks``):
+    the main sample holds only 150k training rows per species, and the K and p flows overfit them.
+    ``n_rows`` fresh teacher tracks of the species (the training spectrum) are simulated and the
+    hasRich rows kept (~99 %).  Row numbers start at 4e12 + species * 1e10 (``first_row`` overrides, for
+    tests), disjoint from the training/validation samples (row 0 on), the teacher ProbNN fit (1e12), the
+    muon-enriched rows (2e12), the fresh MUON check rows (3e12) and the tests (< 1e10).  The conditional
+    density of the RICH DLLs given (p, eta, nTracks, charge) is the same as in the main sample.  Returns
+    ``{"kin": [n, 4], "rich": [n, 4], "w": ones, "simulated": n_rows, "first_row": ...}``."""
+    from algorithms.pid.teacher.sampling import SPECIES_PDG
+    from framework.random import RandomStreams
+    from models.training.pid.make_teacher_samples import SPECIES as WRITER_SPECIES, make_chunk
+
+    if species not in WRITER_SPECIES or species not in SPECIES_PDG:
+        raise ValueError(f"teacher_rich_rows: unknown species {species!r}; expected one of {WRITER_SPECIES}")
+    key = RandomStreams(seed, 0, "PIDTeacher").key_for(0)
+    fr = np.array([1.0 if x == species else 0.0 for x in WRITER_SPECIES])
+    first0 = RICH_EXTRA_ROWS_BASE + WRITER_SPECIES.index(species) * 10**10 if first_row is None else int(first_row)
+    kin, rich = [], []
+    for first in range(0, n_rows, chunk):
+        n = min(chunk, n_rows - first)
+        smp, out = make_chunk(first0 + first, n, fr, seed, key, probnn=False)
+        m = np.asarray(out["hasRich"], bool)
+        kin.append(kinematic_features(smp["p"][m], smp["eta"][m], smp["nTracks"][m], smp["charge"][m]))
+        rich.append(np.stack([np.asarray(out[c])[m] for c in ("RichDLLe", "RichDLLmu", "RichDLLK", "RichDLLp")],
+                             1).astype(np.float32))
+    kin, rich = np.concatenate(kin), np.concatenate(rich)
+    return {"kin": kin, "rich": rich, "w": np.ones(kin.shape[0]), "simulated": int(n_rows), "first_row": int(first0)}
+
+
 # ----------------------------------------------------------------------------------------------
 # preprocessing
 # ----------------------------------------------------------------------------------------------

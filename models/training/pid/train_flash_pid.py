@@ -79,6 +79,10 @@ def balance_weights(C, alpha, ref=None):
     return fac[cat(C)]
 
 
+MUON_EXTRA_SOURCE = ("muon-enriched training rows: the isMuon rows of fresh teacher tracks of this species "
+                     "(same spectrum; rows disjoint from the sample), see flash_common.teacher_muon_rows")
+
+
 def warm_start(model, a, kind, s):
     """--init-state DIR: start from the parameters of an earlier training ({kind}_{s}.pt; buffers such
     as quantile tables and standardisations are the new ones).  Returns a note for the card."""
@@ -176,7 +180,7 @@ def train_species(d, s, a, out_dir: Path):
                              f"{mask_key} -- too few to train the {kind} model")
         pre = rich_to_flow if kind == "rich" else (lambda t: np.asarray(t, np.float64))
         tgt, kin_t, w_t = T[target_key][mT], T["kin"][mT], T["w"][mT]
-        if extra is not None and extra["kin"].shape[0]:   # extra training rows (muon-enriched teacher rows)
+        if extra is not None and extra["kin"].shape[0]:   # extra training rows (fresh teacher rows)
             tgt, kin_t = np.concatenate([tgt, extra[target_key]]), np.concatenate([kin_t, extra["kin"]])
             w_t = np.concatenate([w_t, extra["w"]])
         gauss = TieGaussianizer(tie_dequantisation=a.tie_dequantisation).fit(pre(tgt), w_t)
@@ -209,10 +213,25 @@ def train_species(d, s, a, out_dir: Path):
         if extra is not None:
             settings[kind]["extra_rows"] = {
                 "rows": int(extra["kin"].shape[0]), "simulated_tracks": extra["simulated"],
-                "source": "muon-enriched training rows: the isMuon rows of fresh teacher tracks of this species "
-                          "(same spectrum; rows disjoint from the sample), see flash_common.teacher_muon_rows"}
+                "source": extra.get("source", MUON_EXTRA_SOURCE)}
 
-    fit_flow("rich", "rich", "hasRich", 4, a.rich_layers, a.rich_hidden, a.rich_embed, a.seconds_rich)
+    extra_rich = None
+    if a.rich_extra_tracks > 0 and "rich" in kinds:
+        if a.weight_branch or a.species_name:
+            raise SystemExit("--rich-extra-tracks simulates teacher rows: only for teacher samples (no "
+                             "--weight-branch/--species-name calibration files)")
+        from .flash_common import teacher_rich_rows
+
+        t1 = time.time()
+        extra_rich = teacher_rich_rows(s, a.rich_extra_tracks, seed=a.teacher_seed)
+        extra_rich["source"] = (f"the hasRich rows of fresh teacher tracks of this species (same spectrum; row numbers "
+                                f"from {extra_rich['first_row']:.3g} = 4e12 + species * 1e10, disjoint from the sample), "
+                                "see flash_common.teacher_rich_rows; also used by the recalibration; the validation "
+                                "uses the held-out rows of the sample only")
+        log(f"  [rich_{s}] {extra_rich['kin'].shape[0]} extra hasRich rows from {a.rich_extra_tracks} teacher tracks "
+            f"({time.time() - t1:.0f}s)")
+    fit_flow("rich", "rich", "hasRich", 4, a.rich_layers, a.rich_hidden, a.rich_embed, a.seconds_rich,
+             extra=extra_rich)
     if a.recalibration_groups > 0 and ("rich" in kinds or a.recalibrate_only):
         # post-training recalibration of the RICH flow's quantile tables per momentum group, on the
         # training rows (the exported graph is rewritten; a shipped model is recalibrated from its latent)
@@ -220,7 +239,11 @@ def train_species(d, s, a, out_dir: Path):
 
         t1 = time.time()
         mT = T["hasRich"]
-        rc = recalibrate_flow_onnx(paths["rich"], T["kin"][mT], rich_to_flow(T["rich"][mT]), T["w"][mT], post="rich",
+        kin_r, tgt_r, w_r = T["kin"][mT], T["rich"][mT], T["w"][mT]
+        if extra_rich is not None and extra_rich["kin"].shape[0]:   # the extra teacher rows too (less noise)
+            kin_r, tgt_r = np.concatenate([kin_r, extra_rich["kin"]]), np.concatenate([tgt_r, extra_rich["rich"]])
+            w_r = np.concatenate([w_r, extra_rich["w"]])
+        rc = recalibrate_flow_onnx(paths["rich"], kin_r, rich_to_flow(tgt_r), w_r, post="rich",
                                    n_groups=a.recalibration_groups, n_knots=a.recalibration_knots,
                                    n_draws=a.recalibration_draws, eta_groups=a.recalibration_eta_groups,
                                    seed=a.seed + 300 + si)
@@ -287,8 +310,7 @@ def train_species(d, s, a, out_dir: Path):
         if extra is not None:
             settings["muon"]["extra_rows"] = {
                 "rows": int(extra["kin"].shape[0]), "simulated_tracks": extra["simulated"],
-                "source": "muon-enriched training rows: the isMuon rows of fresh teacher tracks of this species "
-                          "(same spectrum; rows disjoint from the sample), see flash_common.teacher_muon_rows"}
+                "source": extra.get("source", MUON_EXTRA_SOURCE)}
         return True
     extra = None
     if a.muon_extra_tracks > 0 and s != "mu" and "muon" in kinds:
@@ -582,7 +604,7 @@ def muon_fresh_check(model, s, n_tracks, seed) -> dict:
     """MUON block two-sample AUC on the isMuon rows of ``n_tracks`` fresh teacher tracks of species ``s``
     (teacher samples only): the held-out rows hold only 350-850 isMuon rows of e, pi, K, p (error
     0.02-0.03).  Row numbers from 3e12 + species * 1e10 on: disjoint from the sample (0 on), the ProbNN fit
-    (1e12), the muon-enriched training rows (2e12) and the tests (< 1e10).  Flash and teacher on disjoint
+    (1e12), the muon-enriched training rows (2e12), the RICH extra training rows (4e12) and the tests (< 1e10).  Flash and teacher on disjoint
     halves of the rows, as the joint test."""
     from algorithms.pid.features import kinematic_features
     from algorithms.pid.flash import draw_normal
@@ -792,7 +814,12 @@ def parse_args(argv):
     ap.add_argument("--muon-extra-tracks", type=int, default=0,
                     help="teacher samples only: simulate this many extra tracks per species (not mu) and add "
                          "their isMuon rows to the MUON flow's training rows")
-    ap.add_argument("--teacher-seed", type=int, default=20240607, help="seed of the teacher for --muon-extra-tracks")
+    ap.add_argument("--rich-extra-tracks", type=int, default=0,
+                    help="teacher samples only: simulate this many extra tracks of each species trained (row numbers "
+                         "from 4e12 + species * 1e10) and add their hasRich rows to the RICH flow's training and "
+                         "recalibration rows (the validation keeps the held-out rows of the sample)")
+    ap.add_argument("--teacher-seed", type=int, default=20240607,
+                    help="seed of the teacher for --muon-extra-tracks / --rich-extra-tracks")
     ap.add_argument("--recalibration-groups", type=int, default=24,
                     help="RICH flow: post-training recalibration of its quantile tables in about this many momentum "
                          "groups (flash_common.recalibrate_flow_onnx; 0: off)")
