@@ -116,6 +116,37 @@ def columns_for(d: dict, rows) -> dict:
             "classes": encode_classes(has, acc, ism), "gx": g, "gy": gt, "w": d["weight"][rows]}
 
 
+def _teacher_rows(species: str, n_rows: int, flag: str, columns, first0: int, seed: int, chunk: int, who: str):
+    """The rows with ``flag`` set among ``n_rows`` fresh teacher tracks of ``species`` (the training spectrum),
+    row numbers from ``first0`` on: (kinematic features [n, 4], ``columns`` [n, len(columns)] as float32)."""
+    from algorithms.pid.teacher.sampling import SPECIES_PDG
+    from framework.random import RandomStreams
+    from models.training.pid.make_teacher_samples import SPECIES as WRITER_SPECIES, make_chunk
+
+    if species not in WRITER_SPECIES or species not in SPECIES_PDG:
+        raise ValueError(f"{who}: unknown species {species!r}; expected one of {WRITER_SPECIES}")
+    key = RandomStreams(seed, 0, "PIDTeacher").key_for(0)
+    fr = np.array([1.0 if x == species else 0.0 for x in WRITER_SPECIES])
+    kin, val = [], []
+    for first in range(0, n_rows, chunk):
+        n = min(chunk, n_rows - first)
+        smp, out = make_chunk(first0 + first, n, fr, seed, key, probnn=False)
+        m = np.asarray(out[flag], bool)
+        kin.append(kinematic_features(smp["p"][m], smp["eta"][m], smp["nTracks"][m], smp["charge"][m]))
+        val.append(np.stack([np.asarray(out[c])[m] for c in columns], 1).astype(np.float32))
+    return np.concatenate(kin), np.concatenate(val)
+
+
+def _species_offset(species: str) -> int:
+    from models.training.pid.make_teacher_samples import SPECIES as WRITER_SPECIES
+
+    return WRITER_SPECIES.index(species) * 10**10 if species in WRITER_SPECIES else 0
+
+
+MUON_EXTRA_ROWS_BASE = 2 * 10**12
+RICH_EXTRA_ROWS_BASE = 4 * 10**12
+
+
 def teacher_muon_rows(species: str, n_rows: int, seed: int = 20240607, chunk: int = 200_000) -> dict:
     """Extra *isMuon* rows of one species from the teacher, for the MUON flow of species with a low
     isMuon rate (hadrons, electrons: 1-3 % of the main sample).  ``n_rows`` fresh teacher tracks of
@@ -124,27 +155,9 @@ def teacher_muon_rows(species: str, n_rows: int, seed: int = 20240607, chunk: in
     the teacher ProbNN fit (1e12) or the tests (< 1e10).  The conditional density of the muon
     likelihoods given (p, eta, nTracks, charge) is the same as in the main sample.  Returns
     ``{"kin": [n, 4], "muon": [n, 2], "w": ones, "simulated": n_rows}``."""
-    from algorithms.pid.teacher.sampling import SPECIES_PDG
-    from framework.random import RandomStreams
-    from models.training.pid.make_teacher_samples import SPECIES as WRITER_SPECIES, make_chunk
-
-    if species not in WRITER_SPECIES or species not in SPECIES_PDG:
-        raise ValueError(f"teacher_muon_rows: unknown species {species!r}; expected one of {WRITER_SPECIES}")
-    key = RandomStreams(seed, 0, "PIDTeacher").key_for(0)
-    fr = np.array([1.0 if x == species else 0.0 for x in WRITER_SPECIES])
-    first0 = 2 * 10**12 + WRITER_SPECIES.index(species) * 10**10
-    kin, muon = [], []
-    for first in range(0, n_rows, chunk):
-        n = min(chunk, n_rows - first)
-        smp, out = make_chunk(first0 + first, n, fr, seed, key, probnn=False)
-        m = np.asarray(out["isMuon"], bool)
-        kin.append(kinematic_features(smp["p"][m], smp["eta"][m], smp["nTracks"][m], smp["charge"][m]))
-        muon.append(np.stack([np.asarray(out[c])[m] for c in ("MuonMuLL", "MuonBkgLL")], 1).astype(np.float32))
-    kin, muon = np.concatenate(kin), np.concatenate(muon)
+    kin, muon = _teacher_rows(species, n_rows, "isMuon", ("MuonMuLL", "MuonBkgLL"),
+                              MUON_EXTRA_ROWS_BASE + _species_offset(species), seed, chunk, "teacher_muon_rows")
     return {"kin": kin, "muon": muon, "w": np.ones(kin.shape[0]), "simulated": int(n_rows)}
-
-
-RICH_EXTRA_ROWS_BASE = 4 * 10**12
 
 
 def teacher_rich_rows(species: str, n_rows: int, seed: int = 20240607, chunk: int = 200_000,
@@ -157,24 +170,9 @@ def teacher_rich_rows(species: str, n_rows: int, seed: int = 20240607, chunk: in
     muon-enriched rows (2e12), the fresh MUON check rows (3e12) and the tests (< 1e10).  The conditional
     density of the RICH DLLs given (p, eta, nTracks, charge) is the same as in the main sample.  Returns
     ``{"kin": [n, 4], "rich": [n, 4], "w": ones, "simulated": n_rows, "first_row": ...}``."""
-    from algorithms.pid.teacher.sampling import SPECIES_PDG
-    from framework.random import RandomStreams
-    from models.training.pid.make_teacher_samples import SPECIES as WRITER_SPECIES, make_chunk
-
-    if species not in WRITER_SPECIES or species not in SPECIES_PDG:
-        raise ValueError(f"teacher_rich_rows: unknown species {species!r}; expected one of {WRITER_SPECIES}")
-    key = RandomStreams(seed, 0, "PIDTeacher").key_for(0)
-    fr = np.array([1.0 if x == species else 0.0 for x in WRITER_SPECIES])
-    first0 = RICH_EXTRA_ROWS_BASE + WRITER_SPECIES.index(species) * 10**10 if first_row is None else int(first_row)
-    kin, rich = [], []
-    for first in range(0, n_rows, chunk):
-        n = min(chunk, n_rows - first)
-        smp, out = make_chunk(first0 + first, n, fr, seed, key, probnn=False)
-        m = np.asarray(out["hasRich"], bool)
-        kin.append(kinematic_features(smp["p"][m], smp["eta"][m], smp["nTracks"][m], smp["charge"][m]))
-        rich.append(np.stack([np.asarray(out[c])[m] for c in ("RichDLLe", "RichDLLmu", "RichDLLK", "RichDLLp")],
-                             1).astype(np.float32))
-    kin, rich = np.concatenate(kin), np.concatenate(rich)
+    first0 = RICH_EXTRA_ROWS_BASE + _species_offset(species) if first_row is None else int(first_row)
+    kin, rich = _teacher_rows(species, n_rows, "hasRich", ("RichDLLe", "RichDLLmu", "RichDLLK", "RichDLLp"),
+                              first0, seed, chunk, "teacher_rich_rows")
     return {"kin": kin, "rich": rich, "w": np.ones(kin.shape[0]), "simulated": int(n_rows), "first_row": int(first0)}
 
 
