@@ -274,7 +274,6 @@ def test_ntracks_definition_scale_matches_the_occupancy_file():
     """The teacher's inputs are flashsim nTracks; its occupancy physics is in LHCb's definition.
     The conversion is the ratio of the medians of the two distributions."""
     import numpy as np
-    from scipy.special import ndtri  # noqa: F401
 
     from algorithms.pid.teacher import constants as C
     from algorithms.pid.teacher.sampling import NTRACKS_YAML, sample_ntracks, sample_ntracks_flashsim

@@ -47,7 +47,7 @@ def test_run2_spectra_reproduce_the_mc_sample_momenta():
 
 
 def test_pidteacher_algorithm():
-    fw = pytest.importorskip("framework")
+    pytest.importorskip("framework")
     from framework import Collection
     from framework.context import BatchContext
 
