@@ -1119,21 +1119,23 @@ def heavy_ties(t, heavy_fraction=0.002):
     return out
 
 
-def momentum_groups(lp, t, w, n_groups=24, n_cells=256, min_rows=1500, max_tree_splits=6, min_gain=2e-3):
+def momentum_groups(lp, t, w, n_groups=24, n_cells=256, min_rows=1500, max_tree_splits=6, min_gain=2e-3, ties=None):
     """Groups of a fine uniform grid in ln p (``n_cells`` cells over the rows' range) for the per-group
     tables.  First a regression tree of the point-mass indicators of ``t`` in ln p (the splits with the
     largest weighted variance reduction, at most ``max_tree_splits``, each reducing it by more than
     ``min_gain`` of the total weight and leaving >= ``min_rows`` rows per side: e.g. a Cherenkov threshold
     where a tie switches on or off), then every leaf cut into equal-weight groups of about 1/``n_groups``
-    of the rows (>= ``min_rows`` each).  Returns (lp0, lp1, cell -> group array, group edges in ln p)."""
+    of the rows (>= ``min_rows`` each).  ``ties``: :func:`heavy_ties` of ``t`` if already known.  Returns (lp0,
+    lp1, cell -> group array, group edges in ln p)."""
     lp = np.asarray(lp, np.float64)
+    ties = heavy_ties(t) if ties is None else ties
     w = np.clip(np.asarray(w, np.float64), 0.0, None)
     lp0, lp1 = float(lp.min()), float(np.nextafter(lp.max(), np.inf))
     cell = np.clip(((lp - lp0) * (n_cells / (lp1 - lp0))).astype(np.int64), 0, n_cells - 1)
     W = np.bincount(cell, weights=w, minlength=n_cells)
     N = np.bincount(cell, minlength=n_cells).astype(np.float64)
-    H = np.stack([np.bincount(cell, weights=w * (t[:, c] == v), minlength=n_cells) for c, v in heavy_ties(t)]) \
-        if heavy_ties(t) else np.zeros((0, n_cells))
+    H = np.stack([np.bincount(cell, weights=w * (t[:, c] == v), minlength=n_cells) for c, v in ties]) \
+        if ties else np.zeros((0, n_cells))
 
     def best_split(a, b):   # cells [a, b)
         cw, cn, ch = np.cumsum(W[a:b]), np.cumsum(N[a:b]), np.cumsum(H[:, a:b], axis=1)
@@ -1274,7 +1276,8 @@ def recalibrate_flow_onnx(path, kin, t, w, *, post=None, n_groups=24, n_knots=60
     z = flow_latent(path, xs, rng.standard_normal((xs.shape[0], dim)).astype(np.float32))
     wz = np.concatenate([w] * n_draws)
     lp = np.log(np.maximum(kin[:, 0].astype(np.float64), 1.0))
-    lp0, lp1, p_group_of_cell, lp_edges = momentum_groups(lp, t, w, n_groups=n_groups, min_rows=min_rows)
+    ties = heavy_ties(t)
+    lp0, lp1, p_group_of_cell, lp_edges = momentum_groups(lp, t, w, n_groups=n_groups, min_rows=min_rows, ties=ties)
     n_pg = int(p_group_of_cell.max()) + 1
     grid = {"lp0": lp0, "lp1": lp1, "n_p_cells": p_group_of_cell.shape[0], "n_eta_cells": 1, "eta0": 0.0, "eta1": 1.0}
     eta_edges = []
@@ -1293,7 +1296,6 @@ def recalibrate_flow_onnx(path, kin, t, w, *, post=None, n_groups=24, n_knots=60
     grp_z = np.concatenate([grp] * n_draws)
     g = np.linspace(-g_max, g_max, n_knots)
     tab = np.zeros((G, dim, n_knots))
-    ties = heavy_ties(t)
     tie_before, tie_target = {}, {}
     ne = max(int(eta_groups), 1)
     for k in range(G):
