@@ -574,7 +574,7 @@ class GlobalPIDPrep:
 # ----------------------------------------------------------------------------------------------
 def train_weighted(model, row_loss, n_train, w_train, val_loss, *, seconds=60.0, max_epochs=200, batch=1024,
                    lr=3e-3, weight_decay=0.0, seed=0, threads=1, log=print, name="model", batch_max=None,
-                   lbfgs_seconds=0.0, lbfgs_rows=60_000):
+                   lbfgs_seconds=0.0, lbfgs_rows=60_000, device="cpu"):
     """Minimise sum_i w_i loss_i / sum_i w_i with AdamW over a wall-time budget.
 
     ``row_loss(idx)`` -> per-row loss tensor of the training rows ``idx`` (LongTensor); weights may
@@ -584,13 +584,16 @@ def train_weighted(model, row_loss, n_train, w_train, val_loss, *, seconds=60.0,
     spread evenly over the budget (less gradient noise late in training, and on one CPU thread
     a 4096-row step costs ~2x a 1024-row step, not 4x).  ``lbfgs_seconds``: after AdamW, a
     full-batch L-BFGS polish on ``lbfgs_rows`` training rows (useful for the near-deterministic
-    GlobalPID distillation); kept only if the validation loss improves.
+    GlobalPID distillation); kept only if the validation loss improves.  ``device``: the torch device of the
+    model during training (``row_loss`` and ``val_loss`` must use tensors on it; the batches are the same
+    permutations on any device); the model is moved back to the CPU at the end.
     """
     import torch
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    w = torch.as_tensor(np.asarray(w_train, np.float32))
+    model.to(device)
+    w = torch.as_tensor(np.asarray(w_train, np.float32), device=device)
     w_mean = float(np.mean(w_train)) if abs(float(np.mean(w_train))) > 1e-12 else 1.0
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
@@ -610,7 +613,7 @@ def train_weighted(model, row_loss, n_train, w_train, val_loss, *, seconds=60.0,
             frac = min((time.time() - t0) / seconds, 1.0)
             for g in opt.param_groups:
                 g["lr"] = lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
-            idx = perm[k * batch:(k + 1) * batch]
+            idx = perm[k * batch:(k + 1) * batch].to(device)
             loss = (row_loss(idx) * w[idx]).mean() / w_mean
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -633,7 +636,7 @@ def train_weighted(model, row_loss, n_train, w_train, val_loss, *, seconds=60.0,
             "batch": [batch0, batch0 * 2 ** n_double] if n_double else batch0}
     if lbfgs_seconds > 0:
         t1 = time.time()
-        sub = torch.randperm(n_train, generator=gen)[:lbfgs_rows]
+        sub = torch.randperm(n_train, generator=gen)[:lbfgs_rows].to(device)
         wsub = w[sub]
         wm = float(wsub.mean()) if abs(float(wsub.mean())) > 1e-12 else 1.0
         model.train()
@@ -662,7 +665,13 @@ def train_weighted(model, row_loss, n_train, w_train, val_loss, *, seconds=60.0,
         if best_state is not None:
             model.load_state_dict(best_state)
         model.eval()
-        info.update(lbfgs_rounds=rounds, lbfgs_seconds=round(time.time() - t1, 1), best_val_loss=round(best, 5))
+        info.update(lbfgs_rounds=rounds, lbfgs_seconds=round(time.time() - t1, 1), best_val_loss=round(best, 5),
+                    lbfgs_rows=int(sub.numel()))
+    model.to("cpu")
+    model.eval()
+    if str(device) != "cpu":
+        info["device"] = f"{device} ({torch.cuda.get_device_name(torch.device(device))})" \
+            if str(device).startswith("cuda") else str(device)
     return info
 
 

@@ -343,21 +343,22 @@ def train_species(d, s, a, out_dir: Path):
                             prep.const_value, softmax=prep.softmax, hidden=a.global_hidden,
                             logit_weight=a.logit_weight)
     ws = warm_start(net, a, "globalpid", s)
-    gxT, grT, gpT, glT = tt(T["gx"]), tt(rT), tt(pT), tt(lT)
-    gxV, grV, gpV, glV = tt(V["gx"]), tt(rV), tt(pV), tt(lV)
+    dev = lambda arr: tt(arr).to(a.device)  # noqa: E731  (training tensors on the --device)
+    gxT, grT, gpT, glT = dev(T["gx"]), dev(rT), dev(pT), dev(lT)
+    gxV, grV, gpV, glV = dev(V["gx"]), dev(rV), dev(pV), dev(lV)
     # rare (hasRich, muon state) categories (no RICH: ~1 %, isMuon hadrons: ~3 %, out of muon acceptance:
     # ~6 %) get a larger share of the loss: weights (category frequency)^-alpha.  The weights depend on
     # the inputs only, so the conditional model being fitted is unchanged; they only move capacity.
     bT, bV = balance_weights(T, a.global_balance), balance_weights(V, a.global_balance, ref=T)
-    wbV = tt(V["w"] * bV)
+    wbV = dev(V["w"] * bV)
     f = train_weighted(net, lambda idx: net.loss(gxT[idx], grT[idx], gpT[idx], glT[idx]), tr.size, T["w"] * bT,
                        lambda: float((net.loss(gxV, grV, gpV, glV) * wbV).sum() / wbV.sum()), seconds=a.seconds_global,
                        seed=a.seed, threads=threads, max_epochs=a.max_epochs, lr=a.global_lr, batch=a.global_batch,
                        batch_max=a.global_batch_max or None, lbfgs_seconds=a.global_lbfgs_seconds,
-                       name=f"globalpid_{s}", log=log)
+                       lbfgs_rows=a.global_lbfgs_rows, device=a.device, name=f"globalpid_{s}", log=log)
     export(net, paths["globalpid"], len(card_columns("globalpid")[0]), noise_dim=NOISE_DIMS["globalpid"])
     save_state(net, a, "globalpid", s)
-    fid = globalpid_distillation_figures(net, gxV, V["gy"], prep)
+    fid = globalpid_distillation_figures(net, tt(V["gx"]), V["gy"], prep)
     log(f"  [globalpid_{s}] held-out: {fid}")
     settings["globalpid"] = {
         **prep.summary(), "logit_loss_weight": a.logit_weight,
@@ -796,6 +797,10 @@ def parse_args(argv):
                     help="GlobalPID: loss weight (frequency of the (hasRich, muon state) category)^-alpha (0: off)")
     ap.add_argument("--global-lbfgs-seconds", type=float, default=0.0,
                     help="GlobalPID: full-batch L-BFGS polish after AdamW (seconds)")
+    ap.add_argument("--global-lbfgs-rows", type=int, default=60_000,
+                    help="GlobalPID: training rows of the L-BFGS polish (a fixed random subset)")
+    ap.add_argument("--device", default="cpu",
+                    help="torch device of the GlobalPID training (e.g. cuda; the other models train on the CPU)")
     ap.add_argument("--tie-dequantisation", choices=("uniform", "gaussian"), default="uniform",
                     help="flows: training values inside a point mass (tie) are spread over the tie's Gaussian interval "
                          "uniformly in z ('uniform') or uniformly in its CDF interval, z = Phi^-1(u) ('gaussian': the "

@@ -396,7 +396,7 @@ def build_flow(n_cond: int, dim: int, scaler: ConditionScaler, gauss: Gaussianiz
             self.register_buffer("tril", torch.tril(torch.ones(dim, dim), -1))
 
         def W(self):
-            eye = torch.eye(dim)
+            eye = torch.eye(dim, device=self.L.device)
             L = self.L * self.tril + eye
             U = self.U * self.tril.T + torch.diag(torch.exp(self.log_d))
             return self.P @ L @ U
@@ -468,7 +468,7 @@ def build_flow(n_cond: int, dim: int, scaler: ConditionScaler, gauss: Gaussianiz
                 keep = np.zeros(3, np.float32)
                 keep[list(residual_types)] = 1.0
                 # per-track-type switch of the head (None: all types, no extra op in the graph)
-                self.reg_type_keep = None if keep.all() else f32(keep)
+                self.register_buffer("reg_type_keep", None if keep.all() else f32(keep))
             self.base = nn.Linear(embed, 2 * dim)
             nn.init.zeros_(self.base.weight)  # base affine starts at the identity
             nn.init.zeros_(self.base.bias)
@@ -534,7 +534,7 @@ def build_flow(n_cond: int, dim: int, scaler: ConditionScaler, gauss: Gaussianiz
         def log_prob(self, u, x):
             s, t, e = self.cond(x)
             z = u
-            logdet = torch.zeros(u.shape[0], dtype=u.dtype)
+            logdet = torch.zeros(u.shape[0], dtype=u.dtype, device=u.device)
             for layer in reversed(self.layers):
                 z, ld = layer.inverse(z, e)
                 logdet = logdet + ld
@@ -647,21 +647,23 @@ REG_LOSSES = ("gaussian", "student", "laplace")
 
 
 def train_regression(flow, x_train, t_train, x_val, t_val, *, max_seconds=120.0, batch_size=4096, lr=3e-3,
-                     threads=1, seed=0, loss="gaussian", nu=4.0, clip=8.0, log=print):
+                     threads=1, seed=0, loss="gaussian", nu=4.0, clip=8.0, device="cpu", log=print):
     """Stage 1 of the deterministic-plus-residual parametrisation: fit the flow's regression head
     (conditional location mu and scale sigma of the residual columns of the normalised targets) by
     maximum likelihood -- after clipping the targets at +-``clip`` so the reference's rare outliers do not
     drive it -- then freeze it.  ``loss``: 'gaussian' (sigma = the conditional rms, tails included), 'student'
     (Student-t with ``nu`` degrees of freedom: sigma follows the core, the tails are left to the residual
-    r = (t - mu) / sigma) or 'laplace' (sigma = mean |t - mu|).  Returns a dict of training figures."""
+    r = (t - mu) / sigma) or 'laplace' (sigma = mean |t - mu|).  ``device``: the torch device to train on (the
+    flow is moved back to the CPU at the end).  Returns a dict of training figures."""
     import torch
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    xt = torch.as_tensor(np.asarray(x_train, np.float32))
-    tt = torch.as_tensor(np.clip(np.asarray(t_train, np.float64), -clip, clip).astype(np.float32))
-    xv = torch.as_tensor(np.asarray(x_val, np.float32))
-    tv = torch.as_tensor(np.clip(np.asarray(t_val, np.float64), -clip, clip).astype(np.float32))
+    flow.to(device)
+    xt = torch.as_tensor(np.asarray(x_train, np.float32), device=device)
+    tt = torch.as_tensor(np.clip(np.asarray(t_train, np.float64), -clip, clip).astype(np.float32), device=device)
+    xv = torch.as_tensor(np.asarray(x_val, np.float32), device=device)
+    tv = torch.as_tensor(np.clip(np.asarray(t_val, np.float64), -clip, clip).astype(np.float32), device=device)
     params = list(flow.reg.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     n = xt.shape[0]
@@ -689,7 +691,7 @@ def train_regression(flow, x_train, t_train, x_val, t_val, *, max_seconds=120.0,
             frac = min((time.time() - t0) / max_seconds, 1.0)
             for g in opt.param_groups:
                 g["lr"] = lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * frac)))
-            idx = perm[k * batch_size:(k + 1) * batch_size]
+            idx = perm[k * batch_size:(k + 1) * batch_size].to(device)
             batch_nll = nll(xt[idx], tt[idx])
             opt.zero_grad(set_to_none=True)
             batch_nll.backward()
@@ -701,6 +703,7 @@ def train_regression(flow, x_train, t_train, x_val, t_val, *, max_seconds=120.0,
             best, best_state = v, {k: t.detach().clone() for k, t in flow.reg.state_dict().items()}
         log(f"  regression epoch {epoch:3d}  val nll {v:.4f}  ({time.time() - t0:.0f}s)")
     flow.reg.load_state_dict(best_state)
+    flow.to("cpu")
     for prm in params:
         prm.requires_grad_(False)
     return {"regression_epochs": epoch, "regression_seconds": round(time.time() - t0, 1),
@@ -708,17 +711,19 @@ def train_regression(flow, x_train, t_train, x_val, t_val, *, max_seconds=120.0,
 
 
 def train_flow(flow, x_train, u_train, x_val, u_val, *, max_seconds=600.0, max_epochs=1000,
-               batch_size=2048, lr=2e-3, weight_decay=0.0, threads=2, seed=0, log=print):
+               batch_size=2048, lr=2e-3, weight_decay=0.0, threads=2, seed=0, device="cpu", log=print):
     """Maximum-likelihood training (AdamW, cosine schedule over the time budget,
-    best validation NLL kept).  Returns a dict of training figures."""
+    best validation NLL kept) on the torch ``device`` (the flow is moved back to the CPU at the end; the
+    batches are the same permutations on any device).  Returns a dict of training figures."""
     import torch
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    xt = torch.as_tensor(np.asarray(x_train, dtype=np.float32))
-    ut = torch.as_tensor(np.asarray(u_train, dtype=np.float32))
-    xv = torch.as_tensor(np.asarray(x_val, dtype=np.float32))
-    uv = torch.as_tensor(np.asarray(u_val, dtype=np.float32))
+    flow.to(device)
+    xt = torch.as_tensor(np.asarray(x_train, dtype=np.float32), device=device)
+    ut = torch.as_tensor(np.asarray(u_train, dtype=np.float32), device=device)
+    xv = torch.as_tensor(np.asarray(x_val, dtype=np.float32), device=device)
+    uv = torch.as_tensor(np.asarray(u_val, dtype=np.float32), device=device)
     opt = torch.optim.AdamW(flow.parameters(), lr=lr, weight_decay=weight_decay)
     n = xt.shape[0]
     steps_per_epoch = max(n // batch_size, 1)
@@ -744,7 +749,7 @@ def train_flow(flow, x_train, u_train, x_val, u_val, *, max_seconds=600.0, max_e
             frac = min((time.time() - t0) / max_seconds, 1.0)
             for g in opt.param_groups:
                 g["lr"] = lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * frac)))
-            idx = perm[k * batch_size:(k + 1) * batch_size]
+            idx = perm[k * batch_size:(k + 1) * batch_size].to(device)
             loss = -flow.log_prob(ut[idx], xt[idx]).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -760,6 +765,7 @@ def train_flow(flow, x_train, u_train, x_val, u_val, *, max_seconds=600.0, max_e
         log(f"  epoch {epoch:3d}  train nll {run / steps_per_epoch:.4f}  val nll {v:.4f}  "
             f"({time.time() - t0:.0f}s)")
     flow.load_state_dict(best_state)
+    flow.to("cpu")
     flow.eval()
     return {"epochs": epoch, "seconds": round(time.time() - t0, 1), "best_val_nll": round(best, 5),
             "final_train_nll": round(history[-1][1], 5)}
@@ -799,6 +805,9 @@ def add_model_arguments(ap, *, max_seconds, seed, theta_edges, residual, derived
     ap.add_argument("--batch-size", type=int, default=4096)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu",
+                    help="torch device of the regression-head and flow training (e.g. cuda); export and validation "
+                         "run on the CPU")
     ap.add_argument("--seed", type=int, default=seed)
 
 
@@ -853,14 +862,16 @@ def fit_model(args, x, t, tr, va, *, mscale_columns, p_edges, postprocess, log=p
         fit.update(train_regression(flow, x[tr], ts[tr], x[va], ts[va], max_seconds=args.reg_seconds,
                                     batch_size=args.batch_size, lr=args.lr, threads=args.threads, seed=args.seed,
                                     loss=reg_loss_of(args), nu=getattr(args, "reg_nu", 4.0),
-                                    clip=getattr(args, "reg_clip", 8.0), log=log))
+                                    clip=getattr(args, "reg_clip", 8.0), device=getattr(args, "device", "cpu"),
+                                    log=log))
         mu, sig = regression_loc_scale(flow, x)
         r = (ts - mu) / sig
         gauss = Gaussianizer().fit(r[tr], tgrp[tr], n_groups=n_groups, n_sub=n_sub)
         flow.set_gauss(gauss)
     u = gauss.forward(r, tgrp).astype(np.float32)
     fit.update(train_flow(flow, x[tr], u[tr], x[va], u[va], max_seconds=args.max_seconds,
-                          batch_size=args.batch_size, lr=args.lr, threads=args.threads, seed=args.seed, log=log))
+                          batch_size=args.batch_size, lr=args.lr, threads=args.threads, seed=args.seed,
+                          device=getattr(args, "device", "cpu"), log=log))
     if not args.no_calibration:
         fit["calibration_max_cdf_shift"] = round(calibrate_flow(flow, gauss, x[tr], r[tr], tgrp[tr]), 5)
     return flow, fit
@@ -910,6 +921,7 @@ def fit_or_reload(args, name, x, t, tr, va, n_in: int, dim: int, **fit_options):
 
         return out_dir, onnx_path, yaml.safe_load((out_dir / f"{name}.yaml").read_text()), None
     flow, fit = fit_model(args, x, t, tr, va, **fit_options)
+    out_dir.mkdir(parents=True, exist_ok=True)
     export_onnx(flow, onnx_path, n_in, dim)
     return out_dir, onnx_path, None, fit
 
@@ -1084,6 +1096,28 @@ def write_card(path, card: dict):
         yaml.dump(card, f, Dumper=_Dumper, sort_keys=False, width=110, default_flow_style=None)
 
 
+def command_line(script: str, argv) -> str:
+    """The training command for a card: the script and its arguments, with the input file's directory dropped."""
+    import shlex
+
+    argv = list(argv)
+    for i, v in enumerate(argv):
+        if v == "--input" and i + 1 < len(argv):
+            argv[i + 1] = Path(argv[i + 1]).name
+        elif v.startswith("--input="):
+            argv[i] = "--input=" + Path(v.split("=", 1)[1]).name
+    return " ".join(["python -m models.training.tracking." + script] + [shlex.quote(v) for v in argv])
+
+
+def _device_text(device: str) -> str:
+    """The training device for a card: 'cpu', or e.g. 'cuda (NVIDIA H100 80GB HBM3)'."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return str(device)
+
+
 def training_block(args, rows_train: int, rows_validation: int, fit: dict, t_start: float, script: str) -> dict:
     """The ``training`` section of a generative tracking model card (both flows share it)."""
     import platform
@@ -1100,8 +1134,8 @@ def training_block(args, rows_train: int, rows_validation: int, fit: dict, t_sta
         "rows_validation": int(rows_validation),
         "settings": {"max_seconds": args.max_seconds, "batch_size": args.batch_size, "lr": args.lr,
                      "optimizer": "AdamW, cosine schedule, best validation NLL kept", "seed": args.seed,
-                     "threads": args.threads, **fit},
+                     "threads": args.threads, "device": _device_text(getattr(args, "device", "cpu")), **fit},
         "wall_seconds_total": round(time.time() - t_start, 1),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "command": f"python -m models.training.tracking.{script} --input FILE.root",
+        "command": getattr(args, "command_line", None) or f"python -m models.training.tracking.{script} --input FILE.root",
     }

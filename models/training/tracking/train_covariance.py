@@ -226,6 +226,7 @@ def main(argv=None):
                     help="re-run the validation of the existing OUTPUT_DIR model and rewrite its card's validation")
     ap.add_argument("--skip-auc", action="store_true")
     args = ap.parse_args(argv)
+    args.command_line = G.command_line("train_covariance", sys.argv[1:] if argv is None else argv)
 
     t_start = time.time()
     d = G.load_tree(args.input, "Resolution")

@@ -139,6 +139,7 @@ def main(argv=None):
                     help="re-run the validation of the existing OUTPUT_DIR model and rewrite its card's validation")
     ap.add_argument("--skip-auc", action="store_true", help="skip the (slow) classifier two-sample test")
     args = ap.parse_args(argv)
+    args.command_line = G.command_line("train_resolution", sys.argv[1:] if argv is None else argv)
 
     p_edges = tuple(float(v) for v in args.p_edges.split(",") if v.strip())
     t_start = time.time()
