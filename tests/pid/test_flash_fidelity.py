@@ -151,10 +151,10 @@ def test_joint_outputs_two_sample_auc_regression(species):
     assert auc < AUC_REGRESSION[species], f"{species} joint outputs: two-sample AUC {auc:.3f}"
 
 
-@pytest.mark.xfail(reason="issue target AUC <= 0.55 not met on the held-out rows by every species: card figures of the "
-                          "fourth issue-6 round e 0.538, mu 0.546, pi 0.554, K 0.572, p 0.568 (+- 0.003); RICH blocks "
-                          "0.513-0.544, GlobalPID given the teacher's inputs 0.512-0.534; this test's lighter classifier "
-                          "on fresh tracks gives pi 0.534 (passes); see docs/pid_flash.md", strict=False)
+@pytest.mark.xfail(reason="issue target AUC <= 0.55 not met on the held-out rows by every species: card figures after "
+                          "the fifth issue-6 round e 0.538, mu 0.546, pi 0.540, K 0.572, p 0.563 (+- 0.003; K and p "
+                          "miss it); RICH blocks 0.513-0.544, GlobalPID given the teacher's inputs 0.508-0.522; this "
+                          "test's lighter classifier on fresh tracks checks pi; see docs/pid_flash.md", strict=False)
 def test_joint_outputs_two_sample_auc_issue_target():
     assert _joint_auc("pi") <= 0.55
 
