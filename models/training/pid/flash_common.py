@@ -670,8 +670,9 @@ def train_weighted(model, row_loss, n_train, w_train, val_loss, *, seconds=60.0,
     model.to("cpu")
     model.eval()
     if str(device) != "cpu":
-        info["device"] = f"{device} ({torch.cuda.get_device_name(torch.device(device))})" \
-            if str(device).startswith("cuda") else str(device)
+        from models.training import device_text
+
+        info["device"] = device_text(device)
     return info
 
 

@@ -1109,18 +1109,11 @@ def command_line(script: str, argv) -> str:
     return " ".join(["python -m models.training.tracking." + script] + [shlex.quote(v) for v in argv])
 
 
-def _device_text(device: str) -> str:
-    """The training device for a card: 'cpu', or e.g. 'cuda (NVIDIA H100 80GB HBM3)'."""
-    if str(device).startswith("cuda"):
-        import torch
-
-        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
-    return str(device)
-
-
 def training_block(args, rows_train: int, rows_validation: int, fit: dict, t_start: float, script: str) -> dict:
     """The ``training`` section of a generative tracking model card (both flows share it)."""
     import platform
+
+    from models.training import device_text
     import time
     from pathlib import Path
 
@@ -1134,7 +1127,7 @@ def training_block(args, rows_train: int, rows_validation: int, fit: dict, t_sta
         "rows_validation": int(rows_validation),
         "settings": {"max_seconds": args.max_seconds, "batch_size": args.batch_size, "lr": args.lr,
                      "optimizer": "AdamW, cosine schedule, best validation NLL kept", "seed": args.seed,
-                     "threads": args.threads, "device": _device_text(getattr(args, "device", "cpu")), **fit},
+                     "threads": args.threads, "device": device_text(getattr(args, "device", "cpu")), **fit},
         "wall_seconds_total": round(time.time() - t_start, 1),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "command": getattr(args, "command_line", None) or f"python -m models.training.tracking.{script} --input FILE.root",
