@@ -193,16 +193,19 @@ def test_globalpid_distils_a_deterministic_probnn():
     assert before > 0.3 and after < 0.25 * before, (before, after)
 
 
-def test_rich_recalibration_restores_momentum_dependent_point_mass(tmp_path):
+@pytest.mark.parametrize("basis", ["dll", "pdiff"])
+def test_rich_recalibration_restores_momentum_dependent_point_mass(tmp_path, basis):
     """Post-training recalibration (flash_common.recalibrate_flow_onnx) on a synthetic RICH-like sample whose
     DLLp == DLLK point mass switches off at a 'threshold' (all ties below 9 GeV, 3 % above): an untrained
     flow gives the marginal tie fraction at every momentum (wrong on both sides); after recalibration the
     tie fraction per momentum bin is the sample's, ties stay exact (DLLp == DLLK bit for bit), and
-    recalibrating the recalibrated graph again (from its latent) gives the same tables."""
+    recalibrating the recalibrated graph again (from its latent) gives the same tables.  Both RICH flow
+    bases (the recalibration reads the basis from the model's metadata)."""
     import onnxruntime as ort
 
-    from models.training.pid.flash_common import (TieGaussianizer, build_pid_flow, export, kin_transform_np,
-                                                  recalibrate_flow_onnx, rich_to_flow)
+    from models.training.pid.flash_common import (BASIS_KEY, TieGaussianizer, build_pid_flow, export,
+                                                  kin_transform_np, onnx_rich_basis, recalibrate_flow_onnx,
+                                                  rich_to_flow, set_onnx_metadata)
 
     rng = np.random.default_rng(3)
     n = 60_000
@@ -212,15 +215,18 @@ def test_rich_recalibration_restores_momentum_dependent_point_mass(tmp_path):
     tie = np.where(p < 9e3, True, rng.random(n) < 0.03)
     dllp = np.where(tie, dllk, dllk + rng.normal(2.0, 4.0, n))
     rich = np.stack([rng.normal(0, 2, n), rng.normal(0, 2, n), dllk, dllp], 1).astype(np.float32)
-    t = rich_to_flow(rich)
+    t = rich_to_flow(rich, basis)
     kt = kin_transform_np(kin)
     loc, scale = kt.mean(0), kt.std(0)
     loc[3], scale[3] = 0.0, 1.0
     gauss = TieGaussianizer().fit(t, np.ones(n))
-    flow = build_pid_flow(loc, scale, gauss, 4, n_layers=2, hidden=8, embed=4, seed=1, post="rich")
+    flow = build_pid_flow(loc, scale, gauss, 4, n_layers=2, hidden=8, embed=4, seed=1, post="rich", basis=basis)
     flow.freeze()
     path = tmp_path / "rich.onnx"
     export(flow, path, 4, noise_dim=4)
+    if basis != "dll":   # the training script records the basis; a model without the key is "dll"
+        set_onnx_metadata(path, **{BASIS_KEY: basis})
+    assert onnx_rich_basis(path) == basis
 
     xv = np.stack([np.exp(rng.uniform(np.log(2e3), np.log(2e5), 40_000)), rng.uniform(2, 5, 40_000),
                    rng.integers(1, 150, 40_000), rng.choice([-1.0, 1.0], 40_000)], 1).astype(np.float32)
@@ -237,6 +243,7 @@ def test_rich_recalibration_restores_momentum_dependent_point_mass(tmp_path):
     assert lo0 < 0.8 and hi0 > 0.15      # untrained flow: the marginal fraction (~0.35) everywhere
 
     info = recalibrate_flow_onnx(path, kin, t, np.ones(n), post="rich", n_groups=12, eta_groups=2, n_draws=4)
+    assert onnx_rich_basis(path) == basis      # kept by the rewritten graph
     assert info["momentum_groups"] >= 10 and info["eta_groups"] == 2
     assert any(abs(e - 9.0) < 0.4 for e in info["group_edges_p_GeV"]), info["group_edges_p_GeV"]   # the tree split
     lo1, hi1, y = tie_fractions(path)
@@ -245,11 +252,67 @@ def test_rich_recalibration_restores_momentum_dependent_point_mass(tmp_path):
     # ties exact: the flow variable DLLp - DLLK is exactly 0, so DLLp == DLLK bit for bit; DLLK == 0 kept
     assert np.all((y[:, 3] == y[:, 2]) == ((y[:, 3] - y[:, 2]) == 0))
     assert abs(float(np.mean(y[:, 2] == 0)) - 0.02) < 0.006
+    # the marginals of the basis's flow variables are the sample's (KS); those of the DLLs that are sums of
+    # flow variables depend on the flow's dependence structure, i.e. its training (not done here)
+    from scipy import stats
+
+    yt = rich_to_flow(y, basis)
+    for c in range(4):
+        assert stats.ks_2samp(yt[:, c], t[:, c]).statistic < 0.03, (basis, c)
     # recalibrating again starts from the latent of the recalibrated graph: same result
     tab1 = {i.name: i for i in __import__("onnx").load(str(path)).graph.initializer}["recal/q_pair"]
     recalibrate_flow_onnx(path, kin, t, np.ones(n), post="rich", n_groups=12, eta_groups=2, n_draws=4)
     tab2 = {i.name: i for i in __import__("onnx").load(str(path)).graph.initializer}["recal/q_pair"]
     assert tab1.SerializeToString() == tab2.SerializeToString()
+
+
+def test_pdiff_basis_reproduces_a_no_ring_ridge_the_dll_basis_spreads(tmp_path):
+    """Issue 6, sixth round: below a hadron's threshold its hypothesis predicts no ring, and DLLe - DLLp of the
+    tracks with no photon in the electron window sits on a narrow ridge (about minus the expected electron
+    yield).  Synthetic sample: 25 % of the rows on a ridge DLLe - DLLp = -20 + 0.1 ln(p / 10 GeV) of width
+    0.02, the DLLs otherwise broad and correlated.  With the same (untrained) flow and the same recalibration,
+    the 'pdiff' basis, whose first variable is DLLe - DLLp, reproduces the ridge fraction, while in the 'dll'
+    basis the ridge is an oblique structure the flow spreads out."""
+    import onnxruntime as ort
+
+    from models.training.pid.flash_common import (BASIS_KEY, TieGaussianizer, build_pid_flow, export,
+                                                  kin_transform_np, recalibrate_flow_onnx, rich_to_flow,
+                                                  set_onnx_metadata)
+
+    rng = np.random.default_rng(11)
+    n = 60_000
+    p = np.exp(rng.uniform(np.log(2e3), np.log(1e5), n))
+    kin = np.stack([p, rng.uniform(2, 5, n), rng.integers(1, 150, n), rng.choice([-1.0, 1.0], n)], 1)
+    dllp = rng.normal(-5.0, 6.0, n)
+    ridge_at = -20.0 + 0.1 * np.log(p / 1e4)
+    on = rng.random(n) < 0.25
+    dlle = np.where(on, dllp + ridge_at + rng.normal(0, 0.02, n), dllp + rng.normal(-8.0, 7.0, n))
+    rich = np.stack([dlle, dlle + rng.normal(1.0, 2.0, n), dllp + rng.normal(-3, 4, n), dllp], 1).astype(np.float32)
+    xv = kin[:30_000].astype(np.float32)
+    noise = rng.standard_normal((xv.shape[0], 4)).astype(np.float32)
+    kt = kin_transform_np(kin)
+    loc, scale = kt.mean(0), kt.std(0)
+    loc[3], scale[3] = 0.0, 1.0
+
+    def ridge_fraction(y, k):
+        return float(np.mean(np.abs(y[:, 0] - y[:, 3] - ridge_at[k]) < 0.1))
+
+    target = ridge_fraction(rich[:30_000], slice(0, 30_000))
+    assert 0.24 < target < 0.27
+    got = {}
+    for basis in ("dll", "pdiff"):
+        t = rich_to_flow(rich, basis)
+        flow = build_pid_flow(loc, scale, TieGaussianizer().fit(t, np.ones(n)), 4, n_layers=2, hidden=8, embed=4,
+                              seed=1, post="rich", basis=basis)
+        flow.freeze()
+        path = tmp_path / f"rich_{basis}.onnx"
+        export(flow, path, 4, noise_dim=4)
+        set_onnx_metadata(path, **{BASIS_KEY: basis})
+        recalibrate_flow_onnx(path, kin, t, np.ones(n), post="rich", n_groups=8, n_draws=2)
+        y = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": xv, "noise": noise})[0]
+        got[basis] = ridge_fraction(y.astype(np.float64), slice(0, 30_000))
+    assert abs(got["pdiff"] - target) < 0.02, got
+    assert got["dll"] < 0.5 * target, got
 
 
 def test_teacher_rich_rows_are_fresh_hasrich_rows_of_the_species():
@@ -312,5 +375,11 @@ def test_rich_extra_tracks_enter_the_rich_training_and_card(tmp_path):
     assert st["recalibration"]["rows"] == st["rows"]
     assert card["validation"]["rows"] == card["training"]["rows_validation"] < 1000
     assert "--rich-extra-tracks 2000" in card["training"]["command"]
+    # the RICH flow basis (default 'pdiff') is in the ONNX metadata, the card and the recalibration summary
+    from models.training.pid.flash_common import onnx_rich_basis
+
+    assert onnx_rich_basis(out / "testpid_rich_K.onnx") == "pdiff"
+    assert "basis 'pdiff'" in st["architecture"]
+    assert st["recalibration"]["flow_variables"][0] == "RichDLLe - RichDLLp"
     # the other models get no RICH extra rows
     assert "extra_rows" not in yaml.safe_load((out / "testpid_muon_K.yaml").read_text())["training"]["settings"]

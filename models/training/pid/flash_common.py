@@ -697,14 +697,65 @@ def export(model, path, n_in, noise_dim=0, opset=17):
 # conditional normalising flow (design of models/training/tracking/generative.py, own copy: a
 # single tie-preserving quantile table, kinematic transform and standardisation in front)
 # ----------------------------------------------------------------------------------------------
-def rich_to_flow(rich):
-    """RICH DLLs -> flow variables (DLLe, DLLmu, DLLK, DLLp - DLLK); inverse in the graph."""
-    r = np.asarray(rich, np.float64)
-    return np.stack([r[:, 0], r[:, 1], r[:, 2], r[:, 3] - r[:, 2]], axis=1)
+#: the variables a RICH flow models, as linear maps of (DLLe, DLLmu, DLLK, DLLp): flow = dll @ A, dll = flow @ B
+#: (A and B = A^-1 have entries 0 and +-1, |det| = 1, so likelihoods in either basis are comparable, and products by
+#: 0 and 1 keep the point masses exact: DLLp - DLLK == 0 gives DLLp == DLLK bit for bit).  "dll" (the first releases): (DLLe, DLLmu, DLLK, DLLp - DLLK).  "pdiff" (issue 6,
+#: sixth round): (DLLe - DLLp, DLLmu - DLLp, DLLp - DLLK, DLLK): below a hadron's Cherenkov threshold its
+#: hypothesis predicts no ring, so a differences to the proton (no-ring) hypothesis such as DLLe - DLLp sits on a
+#: narrow ridge (about -mu_e, the expected electron yield, for the tracks with no photon in the electron window);
+#: in the DLL basis that ridge is a thin oblique structure the affine couplings spread out, in this basis it is
+#: a marginal feature that the (recalibrated) quantile tables reproduce.
+RICH_BASES = {
+    "dll": np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, -1], [0, 0, 0, 1]], np.float64),
+    "pdiff": np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, -1, 1], [-1, -1, 1, 0]], np.float64),
+}
+#: names of the RICH flow variables per basis, for the cards
+RICH_FLOW_VARIABLES = {"dll": ("RichDLLe", "RichDLLmu", "RichDLLK", "RichDLLp - RichDLLK"),
+                       "pdiff": ("RichDLLe - RichDLLp", "RichDLLmu - RichDLLp", "RichDLLp - RichDLLK", "RichDLLK")}
+#: ONNX metadata key naming the basis of a RICH flow (absent: "dll", the models before the key existed)
+BASIS_KEY = "flashsim_rich_basis"
+
+
+def rich_basis_matrices(basis: str = "dll"):
+    """(A, B) of a RICH basis: flow variables = DLLs @ A, DLLs = flow variables @ B."""
+    if basis not in RICH_BASES:
+        raise ValueError(f"unknown RICH flow basis {basis!r}; expected one of {sorted(RICH_BASES)}")
+    A = RICH_BASES[basis]
+    return A, np.rint(np.linalg.inv(A)) + 0.0
+
+
+def rich_to_flow(rich, basis: str = "dll"):
+    """RICH DLLs -> flow variables of ``basis`` (RICH_FLOW_VARIABLES); the inverse is in the graph."""
+    return np.asarray(rich, np.float64) @ rich_basis_matrices(basis)[0]
+
+
+def flow_to_rich(t, basis: str = "dll"):
+    return np.asarray(t, np.float64) @ rich_basis_matrices(basis)[1]
+
+
+def onnx_rich_basis(path) -> str:
+    """The RICH flow basis recorded in an exported model's metadata ("dll" when none is recorded)."""
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return meta.get(BASIS_KEY, "dll")
+
+
+def set_onnx_metadata(path, **items):
+    """Add or replace metadata entries of an ONNX file (in place)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    keep = [(p.key, p.value) for p in model.metadata_props if p.key not in items]
+    del model.metadata_props[:]
+    for k, v in keep + list(items.items()):
+        e = model.metadata_props.add()
+        e.key, e.value = k, str(v)
+    onnx.save(model, str(path))
 
 
 def build_pid_flow(kin_loc, kin_scale, gauss: TieGaussianizer, dim: int, n_layers: int = 6, hidden: int = 32,
-                   embed: int = 16, seed: int = 0, post=None):
+                   embed: int = 16, seed: int = 0, post=None, basis: str = "dll"):
     """torch module with ``log_prob(u, x)`` (u: Gaussianised targets, x: KIN_INPUTS) and
     ``forward(x, noise)`` -> targets (the exported sampling graph).  ``freeze()`` before export."""
     import torch
@@ -714,6 +765,7 @@ def build_pid_flow(kin_loc, kin_scale, gauss: TieGaussianizer, dim: int, n_layer
     act = nn.SiLU
     half = dim // 2
     kin_transform = make_modules()["kin_transform"]
+    B_rich = torch.as_tensor(rich_basis_matrices(basis)[1].astype(np.float32))
 
     class Coupling(nn.Module):
         """Affine coupling of one half given the other half and the condition embedding, followed
@@ -818,8 +870,8 @@ def build_pid_flow(kin_loc, kin_scale, gauss: TieGaussianizer, dim: int, n_layer
             idx = i0.to(torch.long) + self.col_off
             lo, hi = self.q_flat[idx], self.q_flat[idx + 1]
             t = lo + frac * (hi - lo)
-            if post == "rich":   # (DLLe, DLLmu, DLLK, DLLp - DLLK) -> (DLLe, DLLmu, DLLK, DLLp)
-                t = torch.cat([t[:, 0:3], t[:, 3:4] + t[:, 2:3]], dim=1)
+            if post == "rich":   # flow variables of the basis -> (DLLe, DLLmu, DLLK, DLLp): one MatMul
+                t = t @ B_rich
             return t
 
     return Flow()
@@ -1092,8 +1144,6 @@ def write_card(path, card: dict):
 # (the PID counterpart of models.training.tracking.generative.calibrate_flow), done on the exported
 # ONNX graph so that it also applies to a shipped model whose torch parameters are gone
 # ----------------------------------------------------------------------------------------------
-#: names of the RICH flow variables (rich_to_flow), for the cards
-RICH_FLOW_NAMES = ("RichDLLe", "RichDLLmu", "RichDLLK", "RichDLLp - RichDLLK")
 #: ONNX metadata key holding the name of the flow's latent tensor z (input of the quantile lookup)
 LATENT_KEY = "flashsim_flow_latent"
 RECAL_KEY = "flashsim_flow_recalibration"
@@ -1273,7 +1323,8 @@ def recalibrate_flow_onnx(path, kin, t, w, *, post=None, n_groups=24, n_knots=60
     graph keeps the flow up to its latent z and replaces the single table by per-group tables of
     ``n_knots`` knots on [-g_max, g_max], the group picked by one Gather on a fine grid in ln p (crossed with
     ``eta_groups`` equal-weight groups in eta when > 1).
-    ``post="rich"``: outputs (t0, t1, t2, t3 + t2) as :func:`build_pid_flow`.  Idempotent in the sense
+    ``post="rich"``: outputs the DLLs ``t @ B`` of the model's RICH basis (its metadata, :func:`onnx_rich_basis`;
+    ``t`` must be in that basis) as :func:`build_pid_flow`.  Idempotent in the sense
     that a recalibrated graph is recalibrated from its latent again.  Returns a summary for the card."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -1339,8 +1390,9 @@ def recalibrate_flow_onnx(path, kin, t, w, *, post=None, n_groups=24, n_knots=60
     rng2 = np.random.default_rng(seed + 1)
     y_old = sess.run(None, {"x": kin, "noise": rng2.standard_normal((kin.shape[0], dim)).astype(np.float32)})[0]
     t_old = y_old.astype(np.float64)
+    basis = onnx_rich_basis(path) if post == "rich" else None
     if post == "rich":
-        t_old = np.stack([t_old[:, 0], t_old[:, 1], t_old[:, 2], t_old[:, 3] - t_old[:, 2]], 1)
+        t_old = rich_to_flow(t_old, basis)
     for c, v in ties:
         tie_before[f"col{c}={v:g}"] = fractions(t_old, c, v)
 
@@ -1405,11 +1457,9 @@ def recalibrate_flow_onnx(path, kin, t, w, *, post=None, n_groups=24, n_knots=60
         N("Mul", ["recal/frac", "recal/d"], ["recal/fd"]),
     ]
     if post == "rich":
-        # (t0, t1, t2, t3) -> (t0, t1, t2, t2 + t3): products by 0 and 1 are exact, so t3 == 0 gives DLLp == DLLK
-        # bit for bit
-        mix = np.eye(dim, dtype=np.float32)
-        mix[2, 3] = 1.0
-        new_inits.append(c("recal/post", mix))
+        # t @ B: B has entries 0 and +-1 only, products by 0 and 1 are exact, so a zero of DLLp - DLLK gives
+        # DLLp == DLLK bit for bit
+        new_inits.append(c("recal/post", rich_basis_matrices(basis)[1].astype(np.float32)))
         new_nodes += [N("Add", ["recal/lo", "recal/fd"], ["recal/t"]), N("MatMul", ["recal/t", "recal/post"], ["y"])]
     else:
         new_nodes += [N("Add", ["recal/lo", "recal/fd"], ["y"])]
@@ -1429,12 +1479,14 @@ def recalibrate_flow_onnx(path, kin, t, w, *, post=None, n_groups=24, n_knots=60
         "rows": int(len(t)),
         "group_edges_p_GeV": [round(float(np.exp(e)) / 1000.0, 3) for e in lp_edges],
         "point_mass_fraction_per_momentum_group": {
-            (f"{RICH_FLOW_NAMES[int(k[3])]} == {k.split('=')[1]}" if post == "rich" else k):
+            (f"{RICH_FLOW_VARIABLES[basis][int(k[3])]} == {k.split('=')[1]}" if post == "rich" else k):
             {"training": tie_target[k], "generated_before": tie_before[k]} for k in tie_target},
     }
+    if post == "rich":
+        summary["flow_variables"] = list(RICH_FLOW_VARIABLES[basis])
     del new.metadata_props[:]
     meta = json.dumps({kk: summary[kk] for kk in ("groups", "knots", "draws", "rows")})
-    for k, v in ((LATENT_KEY, zname), (RECAL_KEY, meta)):
+    for k, v in ((LATENT_KEY, zname), (RECAL_KEY, meta)) + (((BASIS_KEY, basis),) if post == "rich" else ()):
         p = new.metadata_props.add()
         p.key, p.value = k, v
     onnx.checker.check_model(new)

@@ -120,8 +120,9 @@ def save_state(model, a, kind, s):
 def train_species(d, s, a, out_dir: Path):
     import torch
 
-    from .flash_common import (TieGaussianizer, build_pid_flow, columns_for, export, GlobalPIDPrep,
-                               kin_transform_np, make_modules, rich_to_flow, split_indices, train_weighted)
+    from .flash_common import (BASIS_KEY, RICH_FLOW_VARIABLES, TieGaussianizer, build_pid_flow, columns_for, export,
+                               GlobalPIDPrep, kin_transform_np, make_modules, onnx_rich_basis, rich_to_flow,
+                               set_onnx_metadata, split_indices, train_weighted)
 
     M = make_modules()
     si = SPECIES.index(s)
@@ -178,7 +179,7 @@ def train_species(d, s, a, out_dir: Path):
         if mT.sum() < 20 or mV.sum() < 5:
             raise SystemExit(f"species {s}: {int(mT.sum())}/{int(mV.sum())} training/validation rows with "
                              f"{mask_key} -- too few to train the {kind} model")
-        pre = rich_to_flow if kind == "rich" else (lambda t: np.asarray(t, np.float64))
+        pre = (lambda t: rich_to_flow(t, a.rich_basis)) if kind == "rich" else (lambda t: np.asarray(t, np.float64))
         tgt, kin_t, w_t = T[target_key][mT], T["kin"][mT], T["w"][mT]
         if extra is not None and extra["kin"].shape[0]:   # extra training rows (fresh teacher rows)
             tgt, kin_t = np.concatenate([tgt, extra[target_key]]), np.concatenate([kin_t, extra["kin"]])
@@ -187,7 +188,7 @@ def train_species(d, s, a, out_dir: Path):
         uT = gauss.forward(pre(tgt), rng)
         uV = gauss.forward(pre(V[target_key][mV]), rng)
         model = build_pid_flow(loc, scale, gauss, dim, n_layers=layers, hidden=hidden, embed=embed, seed=a.seed + si,
-                               post="rich" if kind == "rich" else None)
+                               post="rich" if kind == "rich" else None, basis=a.rich_basis)
         ws = warm_start(model, a, kind, s)
         x1, u1, x2, u2, w2 = tt(kin_t), tt(uT), tt(V["kin"][mV]), tt(uV), tt(V["w"][mV])
         n1 = int(kin_t.shape[0])
@@ -199,13 +200,16 @@ def train_species(d, s, a, out_dir: Path):
                            name=f"{kind}_{s}", log=log)
         model.freeze()
         export(model, paths[kind], 4, noise_dim=dim)
+        if kind == "rich":
+            set_onnx_metadata(paths[kind], **{BASIS_KEY: a.rich_basis})
         save_state(model, a, kind, s)
         settings[kind] = {"architecture": f"conditional normalising flow: {layers} affine couplings (hidden {hidden}, "
                                           f"condition embedding {embed}) + marginal quantile transform "
                                           "(tie-preserving), trained by maximum likelihood"
-                                          + ("; flow variables (DLLe, DLLmu, DLLK, DLLp - DLLK): the 30 % of tracks "
-                                             "with DLLp == DLLK exactly (K and p both below threshold) are a point "
-                                             "mass of one variable" if kind == "rich" else ""),
+                                          + (f"; flow variables ({', '.join(RICH_FLOW_VARIABLES[a.rich_basis])}), "
+                                             f"basis '{a.rich_basis}': the 30 % of tracks with DLLp == DLLK exactly (K "
+                                             "and p both below threshold) are a point mass of one variable"
+                                             if kind == "rich" else ""),
                           "rows": n1, **f}
         if ws:
             settings[kind]["warm_start"] = ("parameters of an earlier training (" + ws + "), then trained on this "
@@ -243,7 +247,8 @@ def train_species(d, s, a, out_dir: Path):
         if extra_rich is not None and extra_rich["kin"].shape[0]:   # the extra teacher rows too (less noise)
             kin_r, tgt_r = np.concatenate([kin_r, extra_rich["kin"]]), np.concatenate([tgt_r, extra_rich["rich"]])
             w_r = np.concatenate([w_r, extra_rich["w"]])
-        rc = recalibrate_flow_onnx(paths["rich"], kin_r, rich_to_flow(tgt_r), w_r, post="rich",
+        basis = a.rich_basis if "rich" in kinds else onnx_rich_basis(paths["rich"])
+        rc = recalibrate_flow_onnx(paths["rich"], kin_r, rich_to_flow(tgt_r, basis), w_r, post="rich",
                                    n_groups=a.recalibration_groups, n_knots=a.recalibration_knots,
                                    n_draws=a.recalibration_draws, eta_groups=a.recalibration_eta_groups,
                                    seed=a.seed + 300 + si)
@@ -777,6 +782,11 @@ def parse_args(argv):
     ap.add_argument("--rich-layers", type=int, default=6)
     ap.add_argument("--rich-hidden", type=int, default=32)
     ap.add_argument("--rich-embed", type=int, default=16)
+    ap.add_argument("--rich-basis", choices=("pdiff", "dll"), default="pdiff",
+                    help="RICH flow variables: 'pdiff' (DLLe - DLLp, DLLmu - DLLp, DLLp - DLLK, DLLK): the differences "
+                         "to the no-ring proton hypothesis, whose ridges become marginal features, or 'dll' (DLLe, DLLmu, "
+                         "DLLK, DLLp - DLLK; the models before issue 6's sixth round).  Recorded in the ONNX metadata; "
+                         "--recalibrate-only uses the model's own")
     ap.add_argument("--muon-layers", type=int, default=4)
     ap.add_argument("--muon-hidden", type=int, default=24)
     ap.add_argument("--muon-embed", type=int, default=12)
