@@ -803,10 +803,11 @@ def parse_args(argv):
     ap.add_argument("--rich-layers", type=int, default=6)
     ap.add_argument("--rich-hidden", type=int, default=32)
     ap.add_argument("--rich-embed", type=int, default=16)
-    ap.add_argument("--rich-basis", choices=("pdiff", "dll"), default="pdiff",
-                    help="RICH flow variables: 'pdiff' (DLLe - DLLp, DLLmu - DLLp, DLLp - DLLK, DLLK): the differences "
-                         "to the no-ring proton hypothesis, whose ridges become marginal features, or 'dll' (DLLe, DLLmu, "
-                         "DLLK, DLLp - DLLK; the models before issue 6's sixth round).  Recorded in the ONNX metadata; "
+    ap.add_argument("--rich-basis", choices=("dll", "pdiff"), default="dll",
+                    help="RICH flow variables: 'dll' (DLLe, DLLmu, DLLK, DLLp - DLLK; all shipped models) or 'pdiff' "
+                         "(DLLe - DLLp, DLLmu - DLLp, DLLp - DLLK, DLLK: the no-ring ridges become marginal features, "
+                         "but DLLe and DLLmu become small differences of large variables; measured worse on the kaon "
+                         "teacher sample, see flash_common.RICH_BASES).  Recorded in the ONNX metadata; "
                          "--recalibrate-only uses the model's own")
     ap.add_argument("--muon-layers", type=int, default=4)
     ap.add_argument("--muon-hidden", type=int, default=24)
