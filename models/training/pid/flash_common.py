@@ -733,10 +733,6 @@ def rich_to_flow(rich, basis: str = "dll"):
     return np.asarray(rich, np.float64) @ rich_basis_matrices(basis)[0]
 
 
-def flow_to_rich(t, basis: str = "dll"):
-    return np.asarray(t, np.float64) @ rich_basis_matrices(basis)[1]
-
-
 def onnx_rich_basis(path) -> str:
     """The RICH flow basis recorded in an exported model's metadata ("dll" when none is recorded)."""
     import onnx

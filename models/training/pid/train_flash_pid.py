@@ -559,15 +559,14 @@ def validate_species(models, d, va, s, a, probs_fn=None) -> dict:
             mb = np.ones(hb.size, bool) if flag is None else np.asarray(gens[0][flag], bool)[hb]
             if ma.sum() < 200 or mb.sum() < 200:
                 continue
-            rb = classifier_two_sample_auc(np.stack([np.asarray(ref[c])[ha][ma] for c in cols], 1),
-                                           np.stack([np.asarray(gens[0][c])[hb][mb] for c in cols], 1),
-                                           conditions=(cond[ha][ma], cond[hb][mb]), seed=2, max_rows=a.c2st_rows)
+            xa = np.stack([np.asarray(ref[c])[ha][ma] for c in cols], 1)
+            xb = np.stack([np.asarray(gens[0][c])[hb][mb] for c in cols], 1)
+            cc = (cond[ha][ma], cond[hb][mb])
+            rb = classifier_two_sample_auc(xa, xb, conditions=cc, seed=2, max_rows=a.c2st_rows)
             out[f"c2st_{bname}"] = {"auc": round(rb.auc, 4), "auc_error": round(rb.auc_error, 4), "rows": rb.n_real}
             if bname == "rich":
-                rd = c2st_with_differences(np.stack([np.asarray(ref[c])[ha][ma] for c in cols], 1),
-                                           np.stack([np.asarray(gens[0][c])[hb][mb] for c in cols], 1), cols,
-                                           conditions=(cond[ha][ma], cond[hb][mb]), seed=2, max_rows=a.c2st_rows)
-                out["c2st_rich_with_differences"] = rd
+                out["c2st_rich_with_differences"] = c2st_with_differences(xa, xb, cols, conditions=cc, seed=2,
+                                                                          max_rows=a.c2st_rows)
         # GlobalPID alone: the flash GlobalPID model on the *reference* sub-detector outputs and flags,
         # (inputs, outputs) against the reference (inputs, outputs)
         from algorithms.pid.flash import draw_normal
