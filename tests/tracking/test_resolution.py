@@ -254,6 +254,40 @@ def test_slope_table_groups_and_sparse_groups_fall_back():
     assert gz.q[1, 0, 120] == pytest.approx(5.0, abs=0.1)
 
 
+def test_sparse_slope_groups_fall_back_to_the_same_slope_bin_at_nearby_momenta():
+    """--theta-fallback p-neighbours: a sparse slope sub-group gets the table of the *same* slope bin in the
+    nearest momentum bins of its track type (window widened until it holds min_rows rows), not its coarse
+    type x p group, whose rows are mostly at other slopes (the nDoF of large-angle tracks at high p); the
+    recalibration uses the same rows; a sub-group sparse in every p bin still takes its coarse group."""
+    from models.training.tracking.generative import Gaussianizer
+
+    rng = np.random.default_rng(11)
+    n_p, n_sub = 4, 2   # groups (type * n_p + p bin) * n_sub + slope bin; one track type here
+    sizes = {(0, 0): 3000, (0, 1): 900, (1, 0): 3000, (1, 1): 150, (2, 0): 3000, (2, 1): 200, (3, 0): 3000,
+             (3, 1): 100}
+    g = np.concatenate([np.full(m, pb * n_sub + sub) for (pb, sub), m in sizes.items()])
+    sub = g % n_sub
+    t = (rng.standard_normal(g.size) + np.where(sub == 1, 30.0, 0.0) + 0.5 * (g // n_sub))[:, None]
+    gz = Gaussianizer().fit(t, g, n_groups=n_p * n_sub, n_sub=n_sub, min_rows=400, n_p=n_p)
+    # p bin 1, slope bin 1 (150 rows): window p bins 0..2 of slope bin 1 (900 + 150 + 200 rows)
+    assert gz.members[3].tolist() == [1, 3, 5]
+    assert gz.members[5].tolist() == [3, 5, 7]          # 150 + 200 + 100 = 450 rows
+    assert gz.members[7].tolist() == [3, 5, 7]          # p bin 3: window 2..3 (300 rows), then 1..3
+    assert gz.members[1].tolist() == [1] and gz.members[0].tolist() == [0]
+    assert gz.q[3, 0, 120] > 25                          # the large-slope shape, not the coarse group's
+    old = Gaussianizer().fit(t, g, n_groups=n_p * n_sub, n_sub=n_sub, min_rows=400)
+    assert old.members[3].tolist() == [2, 3] and old.q[3, 0, 120] < 10   # the coarse group: mostly slope bin 0
+    # the recalibration maps the generated u of the same member rows
+    u_gen = rng.standard_normal((g.size, 1)) * 0.9
+    gz.calibrate(t, g, u_gen, g)
+    big = np.isin(g, [1, 3, 5])
+    np.testing.assert_allclose(gz.q[3, 0, 120], np.median(t[big]), atol=0.5)
+    # slope bin 1 sparse in every p bin together (450 < 1000 rows): the coarse group
+    g2 = np.where((g % n_sub == 1) & (g // n_sub == 0), g - 1, g)
+    gz2 = Gaussianizer().fit(t, g2, n_groups=n_p * n_sub, n_sub=n_sub, min_rows=1000, n_p=n_p)
+    assert gz2.members[3].tolist() == [2, 3]
+
+
 def test_slope_table_groups_graph_matches_numpy():
     """The graph's arithmetic (torch, as exported) equals table_group() row by row; the derived slope
     features agree between numpy and torch; the residual parametrisation acts on its columns only."""
@@ -272,27 +306,39 @@ def test_slope_table_groups_graph_matches_numpy():
 
 
 def _card_auc(model_path):
+    """The card's mean over its noise draws per log10 p bin (validation.c2st_auc_by_log10p_draws)."""
+    import yaml
+
+    card = yaml.safe_load(Path(model_path).with_suffix(".yaml").read_text())
+    return dict(card["validation"]["c2st_auc_by_log10p_draws"]["mean"])
+
+
+def _card_draw0(model_path):
     import yaml
 
     card = yaml.safe_load(Path(model_path).with_suffix(".yaml").read_text())
     return {k: v["auc"] for k, v in card["validation"]["c2st_auc_by_log10p"].items()}
 
 
-#: measured C2ST AUC of the shipped model per log10 p bin (its card: validation.c2st_auc_by_log10p); target <= 0.55
+#: measured C2ST AUC of the shipped model per log10 p bin, mean of 4 noise draws (its card:
+#: validation.c2st_auc_by_log10p_draws); target <= 0.55
 _C2ST = HeldoutC2ST(MODEL, "models.training.tracking.train_resolution", RESOLUTION_OUTPUTS, 12345,
-                    _card_auc(MODEL) if MODEL.is_file() else {})
+                    _card_auc(MODEL) if MODEL.is_file() else {}, draws=4)
 
 
 @pytest.mark.parametrize("lo,hi", [(1.9, 3.5), (3.5, 4.0), (4.0, 4.5), (4.5, 6.0)])
 def test_c2st_auc_target_per_momentum_bin(shared, request, lo, hi):
     """Joint conditional test (classifier two-sample AUC, the conditions as extra features) on the held-out
-    rows of each log10(p/MeV) bin, same rows and noise as the card: target <= 0.55.  Bins where the shipped
-    model misses the target are xfail with the measured figure."""
+    rows of each log10(p/MeV) bin, the rows and noise draws of the card: target <= 0.55 on the mean of 4
+    noise draws (one draw scatters by 0.005-0.017 between draws, more than its cross-validation error).  The
+    card's own draw is recomputed exactly.  Bins where the shipped model misses the target are xfail with the
+    measured figure."""
     needs_model()
     key = f"log10p_{lo}_{hi}"
     _C2ST.xfail_where_card_misses(request, key)
-    r = _C2ST.auc(shared, key)
-    assert r["auc"] <= 0.55, r
+    assert _C2ST.auc(shared, key)["auc"] == pytest.approx(_card_draw0(MODEL)[key], abs=0.003)
+    mean = _C2ST.mean_auc(shared, key)
+    assert mean <= 0.55, (key, mean)
 
 
 @pytest.mark.parametrize("loss,clip,lo,hi", [("student", 30.0, 0.9, 1.45), ("gaussian", 30.0, 1.8, 2.5),

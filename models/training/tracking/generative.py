@@ -107,29 +107,49 @@ class Gaussianizer:
             q[:, k] = np.maximum(q[:, k], q[:, k - 1] + eps)
         return q
 
-    def fit(self, t: np.ndarray, groups=None, n_groups: int = 1, n_sub: int = 1, min_rows: int = 400):
+    def fit(self, t: np.ndarray, groups=None, n_groups: int = 1, n_sub: int = 1, min_rows: int = 400,
+            n_p: int | None = None):
         """One table per group.  ``n_sub`` > 1: groups ``k`` are sub-groups of the coarse group
         ``k // n_sub`` (e.g. slope bins of a track type x momentum bin); a sub-group with fewer than
-        ``min_rows`` rows gets the table of its whole coarse group."""
+        ``min_rows`` rows gets the table of its whole coarse group -- or, with ``n_p`` (the number of
+        momentum bins per track type: coarse group = type * n_p + p bin), of the same sub-group in the
+        nearest momentum bins of its track type (the window of p bins widened symmetrically until it
+        holds ``min_rows`` rows; the whole coarse group if even all p bins of the type do not).  The
+        slope shapes (e.g. the nDoF of tracks at large polar angle) then come from tracks at that angle."""
         from scipy.special import ndtr
 
         t = np.asarray(t, dtype=np.float64)
         groups = np.zeros(len(t), np.int64) if groups is None else np.asarray(groups, np.int64)
         levels = ndtr(self.g)
+        self.n_sub, self.min_rows, self.n_p = n_sub, min_rows, n_p
+        self.members = self._members(np.bincount(groups, minlength=n_groups), n_groups)
         tabs = []
         for k in range(n_groups):
-            m = self._rows(groups, k, n_sub, min_rows)
+            m = np.isin(groups, self.members[k])
             tabs.append(self._table(t[m], levels) if m.any() else np.tile(levels, (t.shape[1], 1)))
         self.q = np.stack(tabs)
-        self.n_sub, self.min_rows = n_sub, min_rows
         return self
 
-    @staticmethod
-    def _rows(groups, k, n_sub, min_rows):
-        m = groups == k
-        if n_sub > 1 and m.sum() < min_rows:
-            m = (groups // n_sub) == (k // n_sub)
-        return m
+    def _members(self, counts, n_groups):
+        """Per table: the group indices whose rows it is fitted (and recalibrated) on."""
+        n_sub, min_rows, n_p = self.n_sub, self.min_rows, getattr(self, "n_p", None)
+        out = []
+        for k in range(n_groups):
+            if n_sub <= 1 or counts[k] >= min_rows:
+                out.append(np.array([k]))
+                continue
+            coarse, sub = divmod(k, n_sub)
+            ids = None
+            if n_p:
+                typ, pb = divmod(coarse, n_p)
+                for r in range(1, n_p):
+                    bins = np.arange(max(pb - r, 0), min(pb + r, n_p - 1) + 1)
+                    cand = (typ * n_p + bins) * n_sub + sub
+                    if counts[cand].sum() >= min_rows:
+                        ids = cand
+                        break
+            out.append(ids if ids is not None else coarse * n_sub + np.arange(n_sub))
+        return out
 
     def forward(self, t, groups=None):
         t = np.asarray(t, dtype=np.float64)
@@ -156,11 +176,9 @@ class Gaussianizer:
         groups = np.asarray(groups, np.int64)
         groups_gen = np.asarray(groups_gen, np.int64)
         worst = 0.0
-        n_sub, min_rows = getattr(self, "n_sub", 1), getattr(self, "min_rows", 400)
         for k in range(self.q.shape[0]):
-            # sparse sub-groups are calibrated on their whole coarse group (as they were fitted)
-            mk = self._rows(groups, k, n_sub, min_rows)
-            mg = (groups_gen // n_sub) == (k // n_sub) if mk.sum() != (groups == k).sum() else groups_gen == k
+            # sparse sub-groups are calibrated on the rows they were fitted on
+            mk, mg = np.isin(groups, self.members[k]), np.isin(groups_gen, self.members[k])
             tk, uk = t[mk], np.sort(np.asarray(u_gen, dtype=np.float64)[mg], axis=0)
             if len(tk) == 0 or len(uk) == 0:
                 continue
@@ -773,7 +791,7 @@ def train_flow(flow, x_train, u_train, x_val, u_val, *, max_seconds=600.0, max_e
 
 def add_model_arguments(ap, *, max_seconds, seed, theta_edges, residual, derived=True, embed_layers=2,
                         residual_types="long,upstream,downstream", reg_loss="gaussian", reg_nu=4.0,
-                        reg_clip=8.0):
+                        reg_clip=8.0, theta_fallback="coarse"):
     """Command-line options shared by train_resolution and train_covariance (defaults: the shipped model's)."""
     import argparse
 
@@ -786,6 +804,9 @@ def add_model_arguments(ap, *, max_seconds, seed, theta_edges, residual, derived
     ap.add_argument("--activation", default="silu", choices=("silu", "relu", "tanh"))
     ap.add_argument("--theta-edges", default=",".join(str(e) for e in theta_edges),
                     help="inner edges of sqrt(tx^2+ty^2) of the quantile tables ('' = none)")
+    ap.add_argument("--theta-fallback", default=theta_fallback, choices=("coarse", "p-neighbours"),
+                    help="table of a polar-slope sub-group with < 400 training rows: its whole track type x p bin "
+                         "('coarse') or the same slope bin in the nearest p bins of its track type ('p-neighbours')")
     ap.add_argument("--derived", action=argparse.BooleanOptionalAction, default=derived,
                     help="derived slope features (DerivedConditions) in the conditions")
     ap.add_argument("--residual", default=residual,
@@ -845,7 +866,8 @@ def fit_model(args, x, t, tr, va, *, mscale_columns, p_edges, postprocess, log=p
     tgrp = table_group(x, p_edges, theta_edges=theta_edges)
     n_sub = len(theta_edges) + 1
     n_groups = 3 * (len(p_edges) + 1) * n_sub
-    gauss = Gaussianizer().fit(ts[tr], tgrp[tr], n_groups=n_groups, n_sub=n_sub)
+    n_p = len(p_edges) + 1 if getattr(args, "theta_fallback", "coarse") == "p-neighbours" else None
+    gauss = Gaussianizer().fit(ts[tr], tgrp[tr], n_groups=n_groups, n_sub=n_sub, n_p=n_p)
     scaler = ConditionScaler(flag_columns=range(6, 12)).fit(x[tr])
     derived = DerivedConditions().fit(x[tr]) if args.derived else None
     dim = t.shape[1]
@@ -866,7 +888,7 @@ def fit_model(args, x, t, tr, va, *, mscale_columns, p_edges, postprocess, log=p
                                     log=log))
         mu, sig = regression_loc_scale(flow, x)
         r = (ts - mu) / sig
-        gauss = Gaussianizer().fit(r[tr], tgrp[tr], n_groups=n_groups, n_sub=n_sub)
+        gauss = Gaussianizer().fit(r[tr], tgrp[tr], n_groups=n_groups, n_sub=n_sub, n_p=n_p)
         flow.set_gauss(gauss)
     u = gauss.forward(r, tgrp).astype(np.float32)
     fit.update(train_flow(flow, x[tr], u[tr], x[va], u[va], max_seconds=args.max_seconds,
@@ -883,7 +905,9 @@ def preprocessing_notes(args, p_edges) -> str:
     notes = [f"quantile tables (241 knots on g in [-5, 5]) per track type x log10 p bin (edges "
              f"{', '.join(str(e) for e in p_edges)})"
              + (f" x polar-slope bin sqrt(tx^2+ty^2) (edges {', '.join(str(e) for e in th)}; sub-groups with < 400 "
-                "training rows use their type x p table)" if th else "")]
+                + ("training rows use the same slope bin of the nearest p bins of their track type, widened until "
+                   "400 rows)" if getattr(args, "theta_fallback", "coarse") == "p-neighbours" else
+                   "training rows use their type x p table)") if th else "")]
     if args.derived:
         notes.append("derived conditions computed in the graph: log(theta + 1e-3), log(|tx| + 1e-3), log(|ty| + 1e-3)")
     if args.residual != "none":
@@ -900,6 +924,8 @@ def preprocessing_notes(args, p_edges) -> str:
 def technique_settings(args) -> dict:
     return {"layers": args.layers, "hidden": args.hidden, "embed": args.embed, "embed_layers": args.embed_layers,
             "depth": args.depth, "activation": args.activation, "theta_edges": list(theta_edges_of(args)),
+            **({"theta_fallback": args.theta_fallback}
+               if theta_edges_of(args) and getattr(args, "theta_fallback", "coarse") != "coarse" else {}),
             "derived_conditions": bool(args.derived), "residual": args.residual,
             **({} if args.residual == "none" or len(residual_types_of(args)) == 3 else
                {"residual_types": [TRACK_TYPES[k] for k in residual_types_of(args)]}),
@@ -1075,6 +1101,22 @@ def auc_in_p_bins(ref, gen, cond, log10_p, bins=P_BINS_LOG10, max_rows=30_000, s
         out[f"log10p_{lo}_{hi}"] = {"auc": round(r.auc, 4), "auc_error": round(r.auc_error, 4),
                                     "rows_per_class": int(len(a))}
     return out
+
+
+def auc_in_p_bins_draws(sample, ref, cond, log10_p, noise_seed: int, noise_dim: int, draws: int = 4, **kw) -> dict:
+    """:func:`auc_in_p_bins` for ``draws`` noise draws (noise seed ``noise_seed + k``, random halves seed ``k``;
+    draw 0 is the single-draw figure).  One draw's AUC scatters by more than its cross-validation error (the
+    noise and the halves change), so the target is judged on the mean.  ``sample(noise)`` -> generated rows."""
+    per = []
+    for k in range(draws):
+        noise = np.random.default_rng(noise_seed + k).standard_normal((len(ref), noise_dim)).astype(np.float32)
+        per.append(auc_in_p_bins(ref, np.asarray(sample(noise), np.float64), cond, log10_p, seed=k, **kw))
+    keys = list(per[0])
+    return {"draws": draws, "noise_seeds": [noise_seed + k for k in range(draws)], "halves_seeds": list(range(draws)),
+            "mean": {b: round(float(np.mean([r[b]["auc"] for r in per])), 4) for b in keys},
+            "std": {b: round(float(np.std([r[b]["auc"] for r in per], ddof=1)), 4) if draws > 1 else 0.0
+                    for b in keys},
+            "per_draw": {b: [r[b]["auc"] for r in per] for b in keys}}
 
 
 def sha256_of(path) -> str:
