@@ -10,10 +10,15 @@ model           kind        inputs (``x``)                       outputs (``y``)
 ``ismuon``      classifier  KIN_INPUTS (4)                       CLASSIFIER_OUTPUTS: 6 joint classes of
                                                                  (hasRich) x (out of muon acceptance,
                                                                  in acceptance and not isMuon, isMuon)
-``rich``        generative  KIN_INPUTS (4), noise 4              RICH_OUTPUTS (rows with hasRich)
+``rich``        generative  KIN_INPUTS (4) [+ isMuon], noise 4   RICH_OUTPUTS (rows with hasRich)
 ``muon``        generative  KIN_INPUTS (4), noise 2              MUON_OUTPUTS (rows with isMuon)
 ``globalpid``   generative  GLOBALPID_INPUTS (13), noise 10      GLOBALPID_OUTPUTS (every long track)
 ==============  ==========  ==================================  =====================================
+
+A RICH model takes either Lamarr's four kinematic inputs or those and ``isMuon``
+(RICH_INPUTS_WITH_ISMUON; the stack's interface has isMuon, which is drawn before the RICH model runs):
+hadrons that decayed to a muon in flight give muon-like rings and are often isMuon, a correlation a
+model on the kinematics alone loses.  The runtime reads which from the model's card.
 
 Exactly ONE feature function per model (``FEATURE_FUNCTIONS``) builds the model's ``x`` from raw
 physical columns; the training scripts call the same functions (no train/serve skew).  All
@@ -34,7 +39,7 @@ __all__ = [
     "PROTO_COLUMNS", "NO_RICH", "NO_MUON", "NO_PROBNNMU", "NO_PID_VALUES", "MODEL_KINDS", "NOISE_DIMS",
     "FEATURE_FUNCTIONS", "species_index", "pseudorapidity", "kinematic_features", "globalpid_features",
     "classifier_features", "rich_features", "muon_features", "decode_classes", "encode_classes",
-    "card_columns",
+    "card_columns", "RICH_INPUTS_WITH_ISMUON", "rich_inputs_of",
 ]
 
 SPECIES = ("e", "mu", "pi", "K", "p")
@@ -50,6 +55,10 @@ KIN_INPUTS = (
     ("eta", "", "track pseudorapidity -ln tan(theta/2) at the closest-to-beam state"),
     ("nTracks", "", "event occupancy nTracks of /Event/Rec/Summary"),
     ("track_charge", "e", "track charge (+1 / -1)"),
+)
+RICH_INPUTS_WITH_ISMUON = KIN_INPUTS + (
+    ("isMuon", "", "isMuon of the track (0/1), drawn before the RICH model: conditions the RICH response on it "
+                   "(hadrons that decayed to a muon in flight have muon-like rings and are often isMuon)"),
 )
 CLASSIFIER_OUTPUTS = (
     ("prob_norich_outacc", "", "P(not hasRich, not InMuonAcc)"),
@@ -115,11 +124,12 @@ MODEL_KINDS = ("ismuon", "rich", "muon", "globalpid")
 NOISE_DIMS = {"ismuon": 0, "rich": len(RICH_OUTPUTS), "muon": len(MUON_OUTPUTS), "globalpid": len(GLOBALPID_OUTPUTS)}
 
 
-def card_columns(kind: str):
-    """(inputs, outputs) of a model kind as lists of (name, unit, description)."""
+def card_columns(kind: str, rich_ismuon: bool = False):
+    """(inputs, outputs) of a model kind as lists of (name, unit, description); ``rich_ismuon``: a RICH
+    model conditioned on isMuon too (RICH_INPUTS_WITH_ISMUON)."""
     return {
         "ismuon": (KIN_INPUTS, CLASSIFIER_OUTPUTS),
-        "rich": (KIN_INPUTS, RICH_OUTPUTS),
+        "rich": (RICH_INPUTS_WITH_ISMUON if rich_ismuon else KIN_INPUTS, RICH_OUTPUTS),
         "muon": (KIN_INPUTS, MUON_OUTPUTS),
         "globalpid": (GLOBALPID_INPUTS, GLOBALPID_OUTPUTS),
     }[kind]
@@ -157,7 +167,28 @@ def kinematic_features(p, eta, ntracks, charge) -> np.ndarray:
 
 
 classifier_features = kinematic_features
-rich_features = kinematic_features
+
+
+def rich_features(p, eta, ntracks, charge, is_muon=None) -> np.ndarray:
+    """x of the RICH model: KIN_INPUTS [N, 4], or with ``is_muon`` RICH_INPUTS_WITH_ISMUON [N, 5]."""
+    kin = kinematic_features(p, eta, ntracks, charge)
+    if is_muon is None:
+        return kin
+    return np.ascontiguousarray(np.hstack([kin, np.asarray(is_muon, np.float32).reshape(-1, 1)]), dtype=np.float32)
+
+
+def rich_inputs_of(input_names) -> bool:
+    """True if a RICH model's inputs (card names) are RICH_INPUTS_WITH_ISMUON, False if KIN_INPUTS;
+    ValueError otherwise."""
+    names = list(input_names)
+    if names == [c[0] for c in RICH_INPUTS_WITH_ISMUON]:
+        return True
+    if names == [c[0] for c in KIN_INPUTS]:
+        return False
+    raise ValueError(f"RICH model inputs {names}: expected {[c[0] for c in KIN_INPUTS]} (Lamarr) or "
+                     f"{[c[0] for c in RICH_INPUTS_WITH_ISMUON]}")
+
+
 muon_features = kinematic_features
 
 

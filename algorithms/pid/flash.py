@@ -34,7 +34,8 @@ from framework.random import counter_uniform, row_key, row_normals
 from .features import (
     GLOBALPID_OUTPUTS, MODEL_KINDS, MUON_OUTPUTS, NO_MUON, NO_PID_VALUES, NO_PROBNNMU,
     NO_RICH, NOISE_DIMS, PROTO_BOOL_COLUMNS, PROTO_FLOAT_COLUMNS, RICH_OUTPUTS, SPECIES,
-    card_columns, decode_classes, globalpid_features, kinematic_features, pseudorapidity, species_index,
+    card_columns, decode_classes, globalpid_features, kinematic_features, pseudorapidity, rich_inputs_of,
+    species_index,
 )
 
 __all__ = ["FlashPID", "flash_pid_response", "check_pid_card", "model_path", "STREAMS", "NO_MC_KEY_OFFSET",
@@ -93,7 +94,12 @@ def check_pid_card(model, kind: str, species: str, where: str = "FlashPID"):
     inputs, outputs = card_columns(kind)
     exp_in, exp_out = [c[0] for c in inputs], [c[0] for c in outputs]
     problems = []
-    if list(model.input_names) != exp_in:
+    if kind == "rich":   # Lamarr's four kinematic inputs, or those and isMuon
+        try:
+            rich_inputs_of(model.input_names)
+        except ValueError as e:
+            problems.append(str(e))
+    elif list(model.input_names) != exp_in:
         problems.append(f"inputs {list(model.input_names)} instead of {exp_in}")
     if list(model.output_names) != exp_out:
         problems.append(f"outputs {list(model.output_names)} instead of {exp_out}")
@@ -139,7 +145,10 @@ def flash_pid_response(models, species, p, eta, ntracks, charge, events, keys, s
         rich = np.full((m, 4), NO_RICH, dtype=np.float32)
         if has_rich.any():
             r = np.flatnonzero(has_rich)
-            rich[r] = mods["rich"].run(kin[r], draw_normal(stream_keys["rich"], ev[r], ix[r], len(RICH_OUTPUTS)))
+            xr = kin[r]
+            if rich_inputs_of(mods["rich"].input_names):   # a RICH model conditioned on isMuon too
+                xr = np.ascontiguousarray(np.hstack([xr, is_mu[r, None].astype(np.float32)]))
+            rich[r] = mods["rich"].run(xr, draw_normal(stream_keys["rich"], ev[r], ix[r], len(RICH_OUTPUTS)))
         muon = np.full((m, 2), NO_MUON, dtype=np.float32)
         if is_mu.any():
             r = np.flatnonzero(is_mu)

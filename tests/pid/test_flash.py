@@ -212,3 +212,57 @@ def test_reproducible_independent_of_batch_composition():
     linked = tracks["mc_index"][order] >= 0
     for c in PROTO_COLUMNS:
         assert np.array_equal(out_rev[c][linked], full[c][order][linked]), c
+
+
+class _FakeModel:
+    """Stands in for a model service entry: card columns and a run() that records its inputs."""
+
+    def __init__(self, inputs, outputs, noise_dim, fn):
+        self.input_names, self.output_names, self.noise_dim, self.fn = list(inputs), list(outputs), noise_dim, fn
+        self.card, self.path, self.seen = {}, "fake.onnx", []
+
+    def run(self, x, noise=None):
+        self.seen.append(np.array(x))
+        return self.fn(x)
+
+
+def _fake_stack(rich_inputs):
+    from algorithms.pid.features import card_columns
+
+    cols = lambda kind: [c[0] for c in card_columns(kind)[1]]  # noqa: E731
+    probs = lambda x: np.tile(np.array([0, 0, 0, 0, 0.5, 0.5], np.float32), (len(x), 1))  # noqa: E731
+    zeros = lambda n: (lambda x: np.zeros((len(x), n), np.float32))  # noqa: E731
+    return {"ismuon": _FakeModel(["p", "eta", "nTracks", "track_charge"], cols("ismuon"), 0, probs),
+            "rich": _FakeModel(rich_inputs, cols("rich"), 4,
+                               lambda x: np.repeat(10.0 * x[:, -1:] if x.shape[1] == 5 else x[:, 3:4] * 0 - 7, 4, 1)),
+            "muon": _FakeModel(["p", "eta", "nTracks", "track_charge"], cols("muon"), 2, zeros(2)),
+            "globalpid": _FakeModel([c[0] for c in card_columns("globalpid")[0]], cols("globalpid"), 10, zeros(10))}
+
+
+def test_rich_model_conditioned_on_ismuon_gets_the_drawn_ismuon():
+    """A RICH model whose card lists isMuon after the four kinematic inputs (RICH_INPUTS_WITH_ISMUON) is fed
+    the isMuon drawn before it, row by row; a model with Lamarr's four inputs gets those four only; any
+    other RICH input list fails the interface check."""
+    from algorithms.pid.features import RICH_INPUTS_WITH_ISMUON, rich_features
+    from algorithms.pid.flash import check_pid_card, flash_pid_response
+
+    n = 4000
+    rng = np.random.default_rng(3)
+    args = (np.full(n, 3), rng.uniform(3e3, 1e5, n), rng.uniform(2, 5, n), rng.integers(10, 300, n),
+            np.ones(n), np.zeros(n, np.int64), np.arange(n), {k: np.uint64(7 + i) for i, k in enumerate(MODEL_KINDS)})
+    mods = _fake_stack([c[0] for c in RICH_INPUTS_WITH_ISMUON])
+    check_pid_card(mods["rich"], "rich", "K")
+    out = flash_pid_response({3: mods}, *args)
+    ism = out["isMuon"]
+    assert out["hasRich"].all() and 0.4 < ism.mean() < 0.6
+    np.testing.assert_array_equal(out["RichDLLe"], np.where(ism, 10.0, 0.0))
+    x = mods["rich"].seen[0]
+    np.testing.assert_array_equal(x, rich_features(args[1], args[2], args[3], args[4], is_muon=ism))
+    lamarr = _fake_stack(["p", "eta", "nTracks", "track_charge"])
+    check_pid_card(lamarr["rich"], "rich", "K")
+    out4 = flash_pid_response({3: lamarr}, *args)
+    assert lamarr["rich"].seen[0].shape == (n, 4) and np.all(out4["RichDLLK"] == -7)
+    np.testing.assert_array_equal(out4["isMuon"], ism)   # same isMuon draw: the RICH model does not change it
+    bad = _fake_stack(["p", "eta", "nTracks", "track_charge", "InMuonAcc"])
+    with pytest.raises(ConfigurationError, match="isMuon"):
+        check_pid_card(bad["rich"], "rich", "K")

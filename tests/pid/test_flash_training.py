@@ -337,6 +337,7 @@ def test_teacher_rich_rows_are_fresh_hasrich_rows_of_the_species():
     np.testing.assert_array_equal(r["kin"][:, 0], smp["p"][m].astype(r["kin"].dtype))
     want = np.stack([np.asarray(out[c])[m] for c in ("RichDLLe", "RichDLLmu", "RichDLLK", "RichDLLp")], 1)
     np.testing.assert_array_equal(r["rich"], want.astype(np.float32))
+    np.testing.assert_array_equal(r["isMuon"], np.asarray(out["isMuon"], bool)[m])
     np.testing.assert_array_equal(r["w"], np.ones(m.sum()))
     # default range: 4e12 + species * 1e10, disjoint from the sample/tests (< 1e10), the ProbNN fit (1e12),
     # the muon-enriched rows (2e12 + ...) and the fresh MUON check rows (3e12 + ...)
@@ -385,3 +386,34 @@ def test_rich_extra_tracks_enter_the_rich_training_and_card(tmp_path):
     # the other models get no RICH extra rows
     assert "extra_rows" not in yaml.safe_load((out / "testpid_muon_K.yaml").read_text())["training"]["settings"]
 
+
+
+def test_rich_flow_conditioned_on_ismuon(tmp_path):
+    """--rich-ismuon: the RICH flow takes isMuon as a fifth input (RICH_INPUTS_WITH_ISMUON), on the sample's and
+    the extra teacher rows alike; the card lists it, the runtime feeds it (the models load and run in the
+    framework), and a --recalibrate-only pass keeps the five inputs."""
+    from algorithms.pid.features import RICH_INPUTS_WITH_ISMUON
+    from models.training.pid.flash_common import onnx_n_inputs
+    from models.training.pid.make_teacher_samples import main as make_main
+    from models.training.pid.train_flash_pid import main
+
+    path = tmp_path / "teacher_K.root"
+    assert make_main(["--output", str(path), "--n", "3000", "--fractions", "0,0,0,1,0", "--chunk", "3000"]) == 0
+    out = tmp_path / "models"
+    args = ["--input", str(path), "--species", "K", "--output-dir", str(out), "--seconds-clf", "1",
+            "--seconds-rich", "1.5", "--seconds-muon", "1", "--seconds-global", "1", "--replicas", "1",
+            "--prefix", "testpid", "--max-epochs", "2", "--recalibration-groups", "4"]
+    assert main(args + ["--rich-extra-tracks", "2000", "--rich-ismuon"]) == 0
+    onnx_path = out / "testpid_rich_K.onnx"
+    assert onnx_n_inputs(onnx_path) == 5
+    card = yaml.safe_load((out / "testpid_rich_K.yaml").read_text())
+    assert [c["name"] for c in card["inputs"]] == [c[0] for c in RICH_INPUTS_WITH_ISMUON]
+    assert "conditioned on isMuon too" in card["training"]["settings"]["architecture"]
+    v = card["validation"]                                  # the runtime ran it on the held-out rows
+    assert v["rows"] == card["training"]["rows_validation"] and 0.0 <= v["c2st"]["auc"] <= 1.0
+    m = ModelSvc(threads=1, conditions_tag="2016-MagUp-13TeV").load(str(onnx_path))
+    x = np.tile(np.array([[20000.0, 3.0, 100.0, 1.0, 0.0]], np.float32), (50, 1))
+    y = m.run(np.vstack([x, x + np.array([0, 0, 0, 0, 1], np.float32)]), np.zeros((100, 4), np.float32))
+    assert np.all(np.isfinite(y))
+    assert main(args + ["--recalibrate-only"]) == 0
+    assert onnx_n_inputs(onnx_path) == 5

@@ -169,11 +169,12 @@ def teacher_rich_rows(species: str, n_rows: int, seed: int = 20240607, chunk: in
     tests), disjoint from the training/validation samples (row 0 on), the teacher ProbNN fit (1e12), the
     muon-enriched rows (2e12), the fresh MUON check rows (3e12) and the tests (< 1e10).  The conditional
     density of the RICH DLLs given (p, eta, nTracks, charge) is the same as in the main sample.  Returns
-    ``{"kin": [n, 4], "rich": [n, 4], "w": ones, "simulated": n_rows, "first_row": ...}``."""
+    ``{"kin": [n, 4], "rich": [n, 4], "isMuon": [n] bool, "w": ones, "simulated": n_rows, "first_row": ...}``."""
     first0 = RICH_EXTRA_ROWS_BASE + _species_offset(species) if first_row is None else int(first_row)
-    kin, rich = _teacher_rows(species, n_rows, "hasRich", ("RichDLLe", "RichDLLmu", "RichDLLK", "RichDLLp"),
-                              first0, seed, chunk, "teacher_rich_rows")
-    return {"kin": kin, "rich": rich, "w": np.ones(kin.shape[0]), "simulated": int(n_rows), "first_row": int(first0)}
+    kin, val = _teacher_rows(species, n_rows, "hasRich", ("RichDLLe", "RichDLLmu", "RichDLLK", "RichDLLp", "isMuon"),
+                             first0, seed, chunk, "teacher_rich_rows")
+    return {"kin": kin, "rich": np.ascontiguousarray(val[:, :4]), "isMuon": val[:, 4] > 0.5, "w": np.ones(kin.shape[0]),
+            "simulated": int(n_rows), "first_row": int(first0)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -741,6 +742,15 @@ def onnx_rich_basis(path) -> str:
     return meta.get(BASIS_KEY, "dll")
 
 
+def onnx_n_inputs(path) -> int:
+    """Width of the input ``x`` of an exported model (e.g. 4 or 5 for a RICH flow)."""
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    x = [i for i in m.graph.input if i.name == "x"][0]
+    return int(x.type.tensor_type.shape.dim[1].dim_value)
+
+
 def set_onnx_metadata(path, **items):
     """Add or replace metadata entries of an ONNX file (in place)."""
     import onnx
@@ -755,9 +765,10 @@ def set_onnx_metadata(path, **items):
 
 
 def build_pid_flow(kin_loc, kin_scale, gauss: TieGaussianizer, dim: int, n_layers: int = 6, hidden: int = 32,
-                   embed: int = 16, seed: int = 0, post=None, basis: str = "dll"):
-    """torch module with ``log_prob(u, x)`` (u: Gaussianised targets, x: KIN_INPUTS) and
-    ``forward(x, noise)`` -> targets (the exported sampling graph).  ``freeze()`` before export."""
+                   embed: int = 16, seed: int = 0, post=None, basis: str = "dll", n_flags: int = 0):
+    """torch module with ``log_prob(u, x)`` (u: Gaussianised targets, x: KIN_INPUTS, then ``n_flags`` 0/1
+    flag columns taken as they are, e.g. isMuon of RICH_INPUTS_WITH_ISMUON) and ``forward(x, noise)`` ->
+    targets (the exported sampling graph).  ``freeze()`` before export."""
     import torch
     from torch import nn
 
@@ -824,7 +835,7 @@ def build_pid_flow(kin_loc, kin_scale, gauss: TieGaussianizer, dim: int, n_layer
             super().__init__()
             self.register_buffer("c_loc", f32(kin_loc))
             self.register_buffer("c_inv", 1.0 / f32(kin_scale))
-            self.embed = nn.Sequential(nn.Linear(4, hidden), act(), nn.Linear(hidden, embed), act())
+            self.embed = nn.Sequential(nn.Linear(4 + n_flags, hidden), act(), nn.Linear(hidden, embed), act())
             self.base = nn.Linear(embed, 2 * dim)
             nn.init.zeros_(self.base.weight)
             nn.init.zeros_(self.base.bias)
@@ -837,7 +848,8 @@ def build_pid_flow(kin_loc, kin_scale, gauss: TieGaussianizer, dim: int, n_layer
             self.dim = dim
 
         def cond(self, x):
-            return self.embed((kin_transform(x) - self.c_loc) * self.c_inv)
+            c = (kin_transform(x[:, :4]) - self.c_loc) * self.c_inv
+            return self.embed(torch.cat([c, x[:, 4:4 + n_flags]], dim=1) if n_flags else c)
 
         def base_st(self, e):
             h = self.base(e)

@@ -121,7 +121,8 @@ def train_species(d, s, a, out_dir: Path):
     import torch
 
     from .flash_common import (BASIS_KEY, RICH_FLOW_VARIABLES, TieGaussianizer, build_pid_flow, columns_for, export,
-                               GlobalPIDPrep, kin_transform_np, make_modules, onnx_rich_basis, rich_to_flow,
+                               GlobalPIDPrep, kin_transform_np, make_modules, onnx_n_inputs, onnx_rich_basis,
+                               rich_to_flow,
                                set_onnx_metadata, split_indices, train_weighted)
 
     M = make_modules()
@@ -172,7 +173,12 @@ def train_species(d, s, a, out_dir: Path):
             settings["ismuon"]["warm_start"] = ws
 
     # -- 2./3. flows -------------------------------------------------------------------------
-    def fit_flow(kind, target_key, mask_key, dim, layers, hidden, embed, seconds, extra=None):
+    def with_flags(kin, rows_flags):   # x of a flow: the kinematics, then its flag columns (0/1)
+        return np.hstack([kin] + [np.asarray(f, np.float32).reshape(-1, 1) for f in rows_flags]).astype(np.float32)
+
+    rich_ismuon = a.rich_ismuon if "rich" in kinds else (a.recalibrate_only and onnx_n_inputs(paths["rich"]) == 5)
+
+    def fit_flow(kind, target_key, mask_key, dim, layers, hidden, embed, seconds, extra=None, flags=()):
         if kind not in kinds:
             return
         mT, mV = T[mask_key], V[mask_key]
@@ -180,17 +186,19 @@ def train_species(d, s, a, out_dir: Path):
             raise SystemExit(f"species {s}: {int(mT.sum())}/{int(mV.sum())} training/validation rows with "
                              f"{mask_key} -- too few to train the {kind} model")
         pre = (lambda t: rich_to_flow(t, a.rich_basis)) if kind == "rich" else (lambda t: np.asarray(t, np.float64))
-        tgt, kin_t, w_t = T[target_key][mT], T["kin"][mT], T["w"][mT]
+        tgt, kin_t, w_t = T[target_key][mT], with_flags(T["kin"][mT], [T[f][mT] for f in flags]), T["w"][mT]
         if extra is not None and extra["kin"].shape[0]:   # extra training rows (fresh teacher rows)
-            tgt, kin_t = np.concatenate([tgt, extra[target_key]]), np.concatenate([kin_t, extra["kin"]])
+            tgt = np.concatenate([tgt, extra[target_key]])
+            kin_t = np.concatenate([kin_t, with_flags(extra["kin"], [extra[f] for f in flags])])
             w_t = np.concatenate([w_t, extra["w"]])
         gauss = TieGaussianizer(tie_dequantisation=a.tie_dequantisation).fit(pre(tgt), w_t)
         uT = gauss.forward(pre(tgt), rng)
         uV = gauss.forward(pre(V[target_key][mV]), rng)
         model = build_pid_flow(loc, scale, gauss, dim, n_layers=layers, hidden=hidden, embed=embed, seed=a.seed + si,
-                               post="rich" if kind == "rich" else None, basis=a.rich_basis)
+                               post="rich" if kind == "rich" else None, basis=a.rich_basis, n_flags=len(flags))
         ws = warm_start(model, a, kind, s)
-        x1, u1, x2, u2, w2 = tt(kin_t), tt(uT), tt(V["kin"][mV]), tt(uV), tt(V["w"][mV])
+        x1, u1, x2, u2, w2 = tt(kin_t), tt(uT), tt(with_flags(V["kin"][mV], [V[f][mV] for f in flags])), tt(uV), \
+            tt(V["w"][mV])
         n1 = int(kin_t.shape[0])
         batch = int(min(1024, max(64, n1 // 8)))
         f = train_weighted(model, lambda idx: -model.log_prob(u1[idx], x1[idx]), n1, w_t,
@@ -199,7 +207,7 @@ def train_species(d, s, a, out_dir: Path):
                            batch_max=a.flow_batch_max if (a.flow_batch_max and n1 >= 16 * a.flow_batch_max) else None,
                            name=f"{kind}_{s}", log=log)
         model.freeze()
-        export(model, paths[kind], 4, noise_dim=dim)
+        export(model, paths[kind], 4 + len(flags), noise_dim=dim)
         if kind == "rich":
             set_onnx_metadata(paths[kind], **{BASIS_KEY: a.rich_basis})
         save_state(model, a, kind, s)
@@ -209,7 +217,8 @@ def train_species(d, s, a, out_dir: Path):
                                           + (f"; flow variables ({', '.join(RICH_FLOW_VARIABLES[a.rich_basis])}), "
                                              f"basis '{a.rich_basis}': the 30 % of tracks with DLLp == DLLK exactly (K "
                                              "and p both below threshold) are a point mass of one variable"
-                                             if kind == "rich" else ""),
+                                             if kind == "rich" else "")
+                                          + (f"; conditioned on {', '.join(flags)} too" if flags else ""),
                           "rows": n1, **f}
         if ws:
             settings[kind]["warm_start"] = ("parameters of an earlier training (" + ws + "), then trained on this "
@@ -235,7 +244,7 @@ def train_species(d, s, a, out_dir: Path):
         log(f"  [rich_{s}] {extra_rich['kin'].shape[0]} extra hasRich rows from {a.rich_extra_tracks} teacher tracks "
             f"({time.time() - t1:.0f}s)")
     fit_flow("rich", "rich", "hasRich", 4, a.rich_layers, a.rich_hidden, a.rich_embed, a.seconds_rich,
-             extra=extra_rich)
+             extra=extra_rich, flags=("isMuon",) if rich_ismuon else ())
     if a.recalibration_groups > 0 and ("rich" in kinds or a.recalibrate_only):
         # post-training recalibration of the RICH flow's quantile tables per momentum group, on the
         # training rows (the exported graph is rewritten; a shipped model is recalibrated from its latent)
@@ -243,9 +252,11 @@ def train_species(d, s, a, out_dir: Path):
 
         t1 = time.time()
         mT = T["hasRich"]
-        kin_r, tgt_r, w_r = T["kin"][mT], T["rich"][mT], T["w"][mT]
+        rflags = ("isMuon",) if rich_ismuon else ()
+        kin_r, tgt_r, w_r = with_flags(T["kin"][mT], [T[f][mT] for f in rflags]), T["rich"][mT], T["w"][mT]
         if extra_rich is not None and extra_rich["kin"].shape[0]:   # the extra teacher rows too (less noise)
-            kin_r, tgt_r = np.concatenate([kin_r, extra_rich["kin"]]), np.concatenate([tgt_r, extra_rich["rich"]])
+            kin_r = np.concatenate([kin_r, with_flags(extra_rich["kin"], [extra_rich[f] for f in rflags])])
+            tgt_r = np.concatenate([tgt_r, extra_rich["rich"]])
             w_r = np.concatenate([w_r, extra_rich["w"]])
         basis = a.rich_basis if "rich" in kinds else onnx_rich_basis(paths["rich"])
         rc = recalibrate_flow_onnx(paths["rich"], kin_r, rich_to_flow(tgt_r, basis), w_r, post="rich",
@@ -661,7 +672,9 @@ def muon_fresh_check(model, s, n_tracks, seed) -> dict:
 def card_for(kind, s, path: Path, settings, info, validation, a, command):
     from .flash_common import sha256_of
 
-    inputs, outputs = card_columns(kind)
+    from .flash_common import onnx_n_inputs
+
+    inputs, outputs = card_columns(kind, rich_ismuon=kind == "rich" and onnx_n_inputs(path) == 5)
     col = lambda cols: [{"name": n, "unit": u, "description": dsc} for n, u, dsc in cols]  # noqa: E731
     desc = {
         "ismuon": f"Joint probabilities of (hasRich, InMuonAcc, isMuon) of a long track of true species {s}; "
@@ -802,6 +815,10 @@ def parse_args(argv):
     ap.add_argument("--rich-layers", type=int, default=6)
     ap.add_argument("--rich-hidden", type=int, default=32)
     ap.add_argument("--rich-embed", type=int, default=16)
+    ap.add_argument("--rich-ismuon", action=argparse.BooleanOptionalAction, default=False,
+                    help="condition the RICH flow on isMuon too (inputs RICH_INPUTS_WITH_ISMUON: hadrons that decayed "
+                         "to a muon in flight have muon-like rings and are often isMuon); default: Lamarr's four "
+                         "kinematic inputs")
     ap.add_argument("--rich-basis", choices=("dll", "pdiff"), default="dll",
                     help="RICH flow variables: 'dll' (DLLe, DLLmu, DLLK, DLLp - DLLK; all shipped models) or 'pdiff' "
                          "(DLLe - DLLp, DLLmu - DLLp, DLLp - DLLK, DLLK: the no-ring ridges become marginal features, "
