@@ -353,19 +353,25 @@ def test_teacher_rich_rows_are_fresh_hasrich_rows_of_the_species():
     assert stats.ks_2samp(r["rich"][:, 3], prot["rich"][:, 3]).pvalue < 1e-6
 
 
-def test_rich_extra_tracks_enter_the_rich_training_and_card(tmp_path):
-    """--rich-extra-tracks N on a tiny teacher file: the RICH flow is trained (and recalibrated) on the
-    sample's hasRich training rows plus the hasRich rows of N fresh teacher tracks, the card records them,
-    and the validation keeps the held-out rows of the sample."""
+def _tiny_kaon_training(tmp_path):
+    """A tiny kaon teacher file and the arguments of a quick training on it: (output folder, arguments)."""
     from models.training.pid.make_teacher_samples import main as make_main
-    from models.training.pid.train_flash_pid import main
 
     path = tmp_path / "teacher_K.root"
     assert make_main(["--output", str(path), "--n", "3000", "--fractions", "0,0,0,1,0", "--chunk", "3000"]) == 0
     out = tmp_path / "models"
-    args = ["--input", str(path), "--species", "K", "--output-dir", str(out), "--seconds-clf", "1",
-            "--seconds-rich", "1.5", "--seconds-muon", "1", "--seconds-global", "1", "--replicas", "1",
-            "--prefix", "testpid", "--max-epochs", "2", "--recalibration-groups", "4"]
+    return out, ["--input", str(path), "--species", "K", "--output-dir", str(out), "--seconds-clf", "1",
+                 "--seconds-rich", "1.5", "--seconds-muon", "1", "--seconds-global", "1", "--replicas", "1",
+                 "--prefix", "testpid", "--max-epochs", "2", "--recalibration-groups", "4"]
+
+
+def test_rich_extra_tracks_enter_the_rich_training_and_card(tmp_path):
+    """--rich-extra-tracks N on a tiny teacher file: the RICH flow is trained (and recalibrated) on the
+    sample's hasRich training rows plus the hasRich rows of N fresh teacher tracks, the card records them,
+    and the validation keeps the held-out rows of the sample."""
+    from models.training.pid.train_flash_pid import main
+
+    out, args = _tiny_kaon_training(tmp_path)
     assert main(args + ["--rich-extra-tracks", "2000", "--rich-basis", "pdiff"]) == 0
     card = yaml.safe_load((out / "testpid_rich_K.yaml").read_text())
     st = card["training"]["settings"]
@@ -394,15 +400,9 @@ def test_rich_flow_conditioned_on_ismuon(tmp_path):
     framework), and a --recalibrate-only pass keeps the five inputs."""
     from algorithms.pid.features import RICH_INPUTS_WITH_ISMUON
     from models.training.pid.flash_common import onnx_n_inputs
-    from models.training.pid.make_teacher_samples import main as make_main
     from models.training.pid.train_flash_pid import main
 
-    path = tmp_path / "teacher_K.root"
-    assert make_main(["--output", str(path), "--n", "3000", "--fractions", "0,0,0,1,0", "--chunk", "3000"]) == 0
-    out = tmp_path / "models"
-    args = ["--input", str(path), "--species", "K", "--output-dir", str(out), "--seconds-clf", "1",
-            "--seconds-rich", "1.5", "--seconds-muon", "1", "--seconds-global", "1", "--replicas", "1",
-            "--prefix", "testpid", "--max-epochs", "2", "--recalibration-groups", "4"]
+    out, args = _tiny_kaon_training(tmp_path)
     assert main(args + ["--rich-extra-tracks", "2000", "--rich-ismuon"]) == 0
     onnx_path = out / "testpid_rich_K.onnx"
     assert onnx_n_inputs(onnx_path) == 5
