@@ -39,7 +39,7 @@ __all__ = [
     "PROTO_COLUMNS", "NO_RICH", "NO_MUON", "NO_PROBNNMU", "NO_PID_VALUES", "MODEL_KINDS", "NOISE_DIMS",
     "FEATURE_FUNCTIONS", "species_index", "pseudorapidity", "kinematic_features", "globalpid_features",
     "classifier_features", "rich_features", "muon_features", "decode_classes", "encode_classes",
-    "card_columns", "RICH_INPUTS_WITH_ISMUON", "rich_inputs_of",
+    "card_columns", "RICH_INPUTS_WITH_ISMUON", "rich_inputs_of", "with_ismuon",
 ]
 
 SPECIES = ("e", "mu", "pi", "K", "p")
@@ -171,7 +171,13 @@ classifier_features = kinematic_features
 
 def rich_features(p, eta, ntracks, charge, is_muon=None) -> np.ndarray:
     """x of the RICH model: KIN_INPUTS [N, 4], or with ``is_muon`` RICH_INPUTS_WITH_ISMUON [N, 5]."""
-    kin = kinematic_features(p, eta, ntracks, charge)
+    return with_ismuon(kinematic_features(p, eta, ntracks, charge), is_muon)
+
+
+def with_ismuon(kin, is_muon=None) -> np.ndarray:
+    """The kinematic features [N, 4] (KIN_INPUTS), then isMuon as a 0/1 column when ``is_muon`` is given
+    (RICH_INPUTS_WITH_ISMUON): the one place that builds a RICH model's x from kinematic features."""
+    kin = np.asarray(kin, np.float32)
     if is_muon is None:
         return kin
     return np.ascontiguousarray(np.hstack([kin, np.asarray(is_muon, np.float32).reshape(-1, 1)]), dtype=np.float32)

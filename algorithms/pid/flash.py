@@ -35,7 +35,7 @@ from .features import (
     GLOBALPID_OUTPUTS, MODEL_KINDS, MUON_OUTPUTS, NO_MUON, NO_PID_VALUES, NO_PROBNNMU,
     NO_RICH, NOISE_DIMS, PROTO_BOOL_COLUMNS, PROTO_FLOAT_COLUMNS, RICH_OUTPUTS, SPECIES,
     card_columns, decode_classes, globalpid_features, kinematic_features, pseudorapidity, rich_inputs_of,
-    species_index,
+    species_index, with_ismuon,
 )
 
 __all__ = ["FlashPID", "flash_pid_response", "check_pid_card", "model_path", "STREAMS", "NO_MC_KEY_OFFSET",
@@ -145,9 +145,7 @@ def flash_pid_response(models, species, p, eta, ntracks, charge, events, keys, s
         rich = np.full((m, 4), NO_RICH, dtype=np.float32)
         if has_rich.any():
             r = np.flatnonzero(has_rich)
-            xr = kin[r]
-            if rich_inputs_of(mods["rich"].input_names):   # a RICH model conditioned on isMuon too
-                xr = np.ascontiguousarray(np.hstack([xr, is_mu[r, None].astype(np.float32)]))
+            xr = with_ismuon(kin[r], is_mu[r] if rich_inputs_of(mods["rich"].input_names) else None)
             rich[r] = mods["rich"].run(xr, draw_normal(stream_keys["rich"], ev[r], ix[r], len(RICH_OUTPUTS)))
         muon = np.full((m, 2), NO_MUON, dtype=np.float32)
         if is_mu.any():

@@ -65,7 +65,7 @@ class HeldoutC2ST:
         if self._per is None:  # all bins in one call per draw: the same random halves as the card
             import importlib
 
-            from models.training.tracking.generative import auc_in_p_bins, load_tree, split_indices
+            from models.training.tracking.generative import auc_in_p_bins_draws, load_tree, split_indices
 
             features_of = importlib.import_module(self.training_module).features_of
             d = load_tree(shared("data", "lhcb_trk2016_samples.root"), "Resolution")
@@ -74,11 +74,9 @@ class HeldoutC2ST:
             x = features_of(dv)
             model = ModelSvc(threads=1).load(str(self.model_path))
             ref = np.stack([dv[n] for n in self.outputs], axis=1).astype(np.float64)
-            self._per = []
-            for k in range(self.draws):
-                noise = np.random.default_rng(self.noise_seed + k).standard_normal((len(va), model.noise_dim))
-                gen = model.run({"x": x, "noise": noise.astype(np.float32)}).astype(np.float64)
-                self._per.append(auc_in_p_bins(ref, gen, x, x[:, 5].astype(np.float64), seed=k))
+            _, self._per = auc_in_p_bins_draws(lambda z: model.run({"x": x, "noise": z}), ref, x,
+                                               x[:, 5].astype(np.float64), self.noise_seed, model.noise_dim,
+                                               draws=self.draws)
         return self._per
 
     def auc(self, shared, key):

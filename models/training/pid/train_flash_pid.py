@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from algorithms.pid.features import (
-    GLOBALPID_OUTPUTS, LAMARR_OUTPUTS, MODEL_KINDS, NOISE_DIMS, SPECIES, card_columns,
+    GLOBALPID_OUTPUTS, LAMARR_OUTPUTS, MODEL_KINDS, NOISE_DIMS, SPECIES, card_columns, with_ismuon,
 )
 
 REPO = Path(__file__).resolve().parents[3]
@@ -122,8 +122,7 @@ def train_species(d, s, a, out_dir: Path):
 
     from .flash_common import (BASIS_KEY, RICH_FLOW_VARIABLES, TieGaussianizer, build_pid_flow, columns_for, export,
                                GlobalPIDPrep, kin_transform_np, make_modules, onnx_n_inputs, onnx_rich_basis,
-                               rich_to_flow,
-                               set_onnx_metadata, split_indices, train_weighted)
+                               rich_to_flow, set_onnx_metadata, split_indices, train_weighted)
 
     M = make_modules()
     si = SPECIES.index(s)
@@ -173,12 +172,10 @@ def train_species(d, s, a, out_dir: Path):
             settings["ismuon"]["warm_start"] = ws
 
     # -- 2./3. flows -------------------------------------------------------------------------
-    def with_flags(kin, rows_flags):   # x of a flow: the kinematics, then its flag columns (0/1)
-        return np.hstack([kin] + [np.asarray(f, np.float32).reshape(-1, 1) for f in rows_flags]).astype(np.float32)
-
     rich_ismuon = a.rich_ismuon if "rich" in kinds else (a.recalibrate_only and onnx_n_inputs(paths["rich"]) == 5)
 
-    def fit_flow(kind, target_key, mask_key, dim, layers, hidden, embed, seconds, extra=None, flags=()):
+    def fit_flow(kind, target_key, mask_key, dim, layers, hidden, embed, seconds, extra=None, ismuon=False):
+        x_of = lambda X, m: with_ismuon(X["kin"][m], X["isMuon"][m] if ismuon else None)  # noqa: E731
         if kind not in kinds:
             return
         mT, mV = T[mask_key], V[mask_key]
@@ -186,19 +183,18 @@ def train_species(d, s, a, out_dir: Path):
             raise SystemExit(f"species {s}: {int(mT.sum())}/{int(mV.sum())} training/validation rows with "
                              f"{mask_key} -- too few to train the {kind} model")
         pre = (lambda t: rich_to_flow(t, a.rich_basis)) if kind == "rich" else (lambda t: np.asarray(t, np.float64))
-        tgt, kin_t, w_t = T[target_key][mT], with_flags(T["kin"][mT], [T[f][mT] for f in flags]), T["w"][mT]
+        tgt, kin_t, w_t = T[target_key][mT], x_of(T, mT), T["w"][mT]
         if extra is not None and extra["kin"].shape[0]:   # extra training rows (fresh teacher rows)
             tgt = np.concatenate([tgt, extra[target_key]])
-            kin_t = np.concatenate([kin_t, with_flags(extra["kin"], [extra[f] for f in flags])])
+            kin_t = np.concatenate([kin_t, x_of(extra, slice(None))])
             w_t = np.concatenate([w_t, extra["w"]])
         gauss = TieGaussianizer(tie_dequantisation=a.tie_dequantisation).fit(pre(tgt), w_t)
         uT = gauss.forward(pre(tgt), rng)
         uV = gauss.forward(pre(V[target_key][mV]), rng)
         model = build_pid_flow(loc, scale, gauss, dim, n_layers=layers, hidden=hidden, embed=embed, seed=a.seed + si,
-                               post="rich" if kind == "rich" else None, basis=a.rich_basis, n_flags=len(flags))
+                               post="rich" if kind == "rich" else None, basis=a.rich_basis, n_flags=int(ismuon))
         ws = warm_start(model, a, kind, s)
-        x1, u1, x2, u2, w2 = tt(kin_t), tt(uT), tt(with_flags(V["kin"][mV], [V[f][mV] for f in flags])), tt(uV), \
-            tt(V["w"][mV])
+        x1, u1, x2, u2, w2 = tt(kin_t), tt(uT), tt(x_of(V, mV)), tt(uV), tt(V["w"][mV])
         n1 = int(kin_t.shape[0])
         batch = int(min(1024, max(64, n1 // 8)))
         f = train_weighted(model, lambda idx: -model.log_prob(u1[idx], x1[idx]), n1, w_t,
@@ -207,7 +203,7 @@ def train_species(d, s, a, out_dir: Path):
                            batch_max=a.flow_batch_max if (a.flow_batch_max and n1 >= 16 * a.flow_batch_max) else None,
                            name=f"{kind}_{s}", log=log)
         model.freeze()
-        export(model, paths[kind], 4 + len(flags), noise_dim=dim)
+        export(model, paths[kind], 4 + int(ismuon), noise_dim=dim)
         if kind == "rich":
             set_onnx_metadata(paths[kind], **{BASIS_KEY: a.rich_basis})
         save_state(model, a, kind, s)
@@ -218,7 +214,7 @@ def train_species(d, s, a, out_dir: Path):
                                              f"basis '{a.rich_basis}': the 30 % of tracks with DLLp == DLLK exactly (K "
                                              "and p both below threshold) are a point mass of one variable"
                                              if kind == "rich" else "")
-                                          + (f"; conditioned on {', '.join(flags)} too" if flags else ""),
+                                          + ("; conditioned on isMuon too" if ismuon else ""),
                           "rows": n1, **f}
         if ws:
             settings[kind]["warm_start"] = ("parameters of an earlier training (" + ws + "), then trained on this "
@@ -244,7 +240,7 @@ def train_species(d, s, a, out_dir: Path):
         log(f"  [rich_{s}] {extra_rich['kin'].shape[0]} extra hasRich rows from {a.rich_extra_tracks} teacher tracks "
             f"({time.time() - t1:.0f}s)")
     fit_flow("rich", "rich", "hasRich", 4, a.rich_layers, a.rich_hidden, a.rich_embed, a.seconds_rich,
-             extra=extra_rich, flags=("isMuon",) if rich_ismuon else ())
+             extra=extra_rich, ismuon=rich_ismuon)
     if a.recalibration_groups > 0 and ("rich" in kinds or a.recalibrate_only):
         # post-training recalibration of the RICH flow's quantile tables per momentum group, on the
         # training rows (the exported graph is rewritten; a shipped model is recalibrated from its latent)
@@ -252,10 +248,10 @@ def train_species(d, s, a, out_dir: Path):
 
         t1 = time.time()
         mT = T["hasRich"]
-        rflags = ("isMuon",) if rich_ismuon else ()
-        kin_r, tgt_r, w_r = with_flags(T["kin"][mT], [T[f][mT] for f in rflags]), T["rich"][mT], T["w"][mT]
+        kin_r = with_ismuon(T["kin"][mT], T["isMuon"][mT] if rich_ismuon else None)
+        tgt_r, w_r = T["rich"][mT], T["w"][mT]
         if extra_rich is not None and extra_rich["kin"].shape[0]:   # the extra teacher rows too (less noise)
-            kin_r = np.concatenate([kin_r, with_flags(extra_rich["kin"], [extra_rich[f] for f in rflags])])
+            kin_r = np.concatenate([kin_r, with_ismuon(extra_rich["kin"], extra_rich["isMuon"] if rich_ismuon else None)])
             tgt_r = np.concatenate([tgt_r, extra_rich["rich"]])
             w_r = np.concatenate([w_r, extra_rich["w"]])
         basis = a.rich_basis if "rich" in kinds else onnx_rich_basis(paths["rich"])
@@ -670,9 +666,7 @@ def muon_fresh_check(model, s, n_tracks, seed) -> dict:
 # cards
 # ----------------------------------------------------------------------------------------------
 def card_for(kind, s, path: Path, settings, info, validation, a, command):
-    from .flash_common import sha256_of
-
-    from .flash_common import onnx_n_inputs
+    from .flash_common import onnx_n_inputs, sha256_of
 
     inputs, outputs = card_columns(kind, rich_ismuon=kind == "rich" and onnx_n_inputs(path) == 5)
     col = lambda cols: [{"name": n, "unit": u, "description": dsc} for n, u, dsc in cols]  # noqa: E731

@@ -57,6 +57,7 @@ __all__ = [
     "time_model",
     "ks_per_output",
     "auc_in_p_bins",
+    "auc_in_p_bins_draws",
     "sha256_of",
     "write_card",
 ]
@@ -1103,20 +1104,22 @@ def auc_in_p_bins(ref, gen, cond, log10_p, bins=P_BINS_LOG10, max_rows=30_000, s
     return out
 
 
-def auc_in_p_bins_draws(sample, ref, cond, log10_p, noise_seed: int, noise_dim: int, draws: int = 4, **kw) -> dict:
+def auc_in_p_bins_draws(sample, ref, cond, log10_p, noise_seed: int, noise_dim: int, draws: int = 4, **kw):
     """:func:`auc_in_p_bins` for ``draws`` noise draws (noise seed ``noise_seed + k``, random halves seed ``k``;
     draw 0 is the single-draw figure).  One draw's AUC scatters by more than its cross-validation error (the
-    noise and the halves change), so the target is judged on the mean.  ``sample(noise)`` -> generated rows."""
+    noise and the halves change), so the target is judged on the mean.  ``sample(noise)`` -> generated rows.
+    Returns ``(summary for the card, [auc_in_p_bins result of each draw])``."""
     per = []
     for k in range(draws):
         noise = np.random.default_rng(noise_seed + k).standard_normal((len(ref), noise_dim)).astype(np.float32)
         per.append(auc_in_p_bins(ref, np.asarray(sample(noise), np.float64), cond, log10_p, seed=k, **kw))
     keys = list(per[0])
-    return {"draws": draws, "noise_seeds": [noise_seed + k for k in range(draws)], "halves_seeds": list(range(draws)),
-            "mean": {b: round(float(np.mean([r[b]["auc"] for r in per])), 4) for b in keys},
-            "std": {b: round(float(np.std([r[b]["auc"] for r in per], ddof=1)), 4) if draws > 1 else 0.0
-                    for b in keys},
-            "per_draw": {b: [r[b]["auc"] for r in per] for b in keys}}
+    summary = {"draws": draws, "noise_seeds": [noise_seed + k for k in range(draws)], "halves_seeds": list(range(draws)),
+               "mean": {b: round(float(np.mean([r[b]["auc"] for r in per])), 4) for b in keys},
+               "std": {b: round(float(np.std([r[b]["auc"] for r in per], ddof=1)), 4) if draws > 1 else 0.0
+                       for b in keys},
+               "per_draw": {b: [r[b]["auc"] for r in per] for b in keys}}
+    return summary, per
 
 
 def sha256_of(path) -> str:
