@@ -410,3 +410,66 @@ def test_flow_and_head_train_on_device(device):
     assert np.all(np.isfinite(sig)) and np.all(sig > 0)
     z = sample_u_numpy(flow, x[va][:100], rng.standard_normal((100, 2)).astype(np.float32))
     assert z.shape == (100, 2) and np.all(np.isfinite(z))
+
+
+def test_recalibration_of_an_exported_flow_reproduces_the_training_calibration(tmp_path):
+    """generative.recalibrate_onnx (``--recalibrate-only``) works on the exported graph alone (substitute tables
+    give the regression head's mu, sigma and the flow's latent): with the training's draws and seed it gives the
+    tables the training made (the latent is recovered through float32 outputs, so an order statistic may
+    change: interior knots within 1 % of a table's span); more draws give the training marginals per table group;
+    rows that are not the model's training rows are refused."""
+    pytest.importorskip("torch", reason="training only")
+    import argparse
+
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+    from models.training.tracking import generative as G
+
+    x, _, _, _, _, p_edges, th_edges = _slope_table_setup()
+    rng = np.random.default_rng(8)
+    scale = 10 ** (3.0 - x[:, 5].astype(np.float64))
+    t = np.stack([rng.standard_t(3, len(x)) * scale * (1 + np.abs(x[:, 0])),   # heavy tails, a head column
+                  rng.standard_t(4, len(x)) * scale, rng.gamma(2.0, 1.0, len(x))], axis=1)
+    ap = argparse.ArgumentParser()
+    G.add_model_arguments(ap, max_seconds=3.0, seed=1, theta_edges=th_edges, residual="0",
+                          residual_types="long,upstream", theta_fallback="p-neighbours")
+    args = ap.parse_args(["--reg-seconds", "1", "--layers", "2", "--hidden", "8", "--embed", "4",
+                          "--calibration-draws", "2", "--batch-size", "1024"])
+    tr, va = np.arange(0, 16_000), np.arange(16_000, len(x))
+    flow, fit = G.fit_model(args, x, t, tr, va, mscale_columns=(0, 1), p_edges=p_edges, postprocess=None,
+                            log=lambda *_: None)
+    assert fit["calibration_draws"] == 2
+    path = tmp_path / "flow.onnx"
+    G.export_onnx(flow, path, 12, 3)
+
+    def table(p):
+        q = numpy_helper.to_array({i.name: i for i in onnx.load(str(p)).graph.initializer}["q_pair"])
+        return q[:, 0].reshape(-1, 3, 241)
+
+    kw = dict(p_edges=p_edges, theta_edges=th_edges, theta_fallback="p-neighbours", mscale_columns=(0, 1))
+    info = G.recalibrate_onnx(path, x, t, tr, n_draws=2, out_path=tmp_path / "again.onnx", **kw)
+    assert info["max_cdf_shift"] == pytest.approx(fit["calibration_max_cdf_shift"], abs=2e-3)
+    a, b = table(path), table(tmp_path / "again.onnx")
+    span = (a[:, :, -1] - a[:, :, 0])[:, :, None]
+    assert np.max(np.abs(a - b)[:, :, 1:-1] / span) < 0.01
+    assert np.mean(a[:, :, 1:-1] == b[:, :, 1:-1]) > 0.3
+    # a wrong table would be caught: the same comparison against a table of other draws of the same flow
+    G.recalibrate_onnx(path, x, t, tr, n_draws=2, seed=5, out_path=tmp_path / "other.onnx", **kw)
+    other = np.abs(a - table(tmp_path / "other.onnx"))[:, :, 1:-1] / span
+    assert np.median(np.abs(a - b)[:, :, 1:-1] / span) == 0.0
+    assert np.median(other) > 0.001 and np.max(other) > 0.05
+
+    # 16 draws: the generated marginal of each well-populated table group is the training rows' (column 2 has no
+    # head and no momentum normalisation: the graph's output is the target itself)
+    G.recalibrate_onnx(path, x, t, tr, n_draws=16, **kw)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    xs = np.concatenate([x[tr]] * 8).astype(np.float32)
+    y = sess.run(None, {"x": xs, "noise": rng.standard_normal((len(xs), 3)).astype(np.float32)})[0]
+    g_tr = G.table_group(x[tr], p_edges, theta_edges=th_edges)
+    g_gen = np.concatenate([g_tr] * 8)
+    for k in np.flatnonzero(np.bincount(g_tr) >= 1500):
+        ks = ks_distance(t[tr][g_tr == k, 2], y[g_gen == k, 2])
+        assert ks < 0.045, (k, ks)
+    with pytest.raises(ValueError, match="momentum normalisation"):
+        G.recalibrate_onnx(path, x, t * 2.0, tr, n_draws=2, out_path=tmp_path / "bad.onnx", **kw)

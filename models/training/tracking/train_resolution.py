@@ -90,6 +90,13 @@ def _postprocess(x, t):
     return torch.cat([t[:, :5], t[:, 5:6] * p, t[:, 6:]], dim=1)
 
 
+def _unpostprocess(x, y):
+    """Inverse of :func:`_postprocess` on numpy outputs: dp -> dp/p."""
+    t = np.array(y, dtype=np.float64)
+    t[:, 5] = t[:, 5] / 10.0 ** np.asarray(x[:, 5], dtype=np.float64)
+    return t
+
+
 def residual_core_ratios(ref, gen, track_type):
     """Per track type: robust core width (1.4826 MAD) of each residual, generated / reference."""
     def core(v):
@@ -140,6 +147,9 @@ def main(argv=None):
                     help="inner log10(p/MeV) edges of the quantile tables")
     ap.add_argument("--validate-only", action="store_true",
                     help="re-run the validation of the existing OUTPUT_DIR model and rewrite its card's validation")
+    ap.add_argument("--recalibrate-only", action="store_true",
+                    help="redo the marginal recalibration of the existing OUTPUT_DIR model with --calibration-draws "
+                         "noise draws (the flow is kept; generative.recalibrate_onnx), then its validation")
     ap.add_argument("--skip-auc", action="store_true", help="skip the (slow) classifier two-sample test")
     args = ap.parse_args(argv)
     args.command_line = G.command_line("train_resolution", sys.argv[1:] if argv is None else argv)
@@ -154,7 +164,7 @@ def main(argv=None):
 
     out_dir, onnx_path, old_card, fit = G.fit_or_reload(
         args, NAME, x, t, tr, va, len(RESOLUTION_INPUTS), len(RESOLUTION_OUTPUTS), mscale_columns=range(6),
-        p_edges=p_edges, postprocess=_postprocess)
+        p_edges=p_edges, postprocess=_postprocess, unpost=_unpostprocess)
 
     # ---- validation with the exported artifact -------------------------------------------------
     sampler = G.OnnxSampler(onnx_path, threads=args.threads)
