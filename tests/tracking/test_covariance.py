@@ -122,16 +122,6 @@ def _card_validation():
 
 
 _CARD = _card_validation()
-#: long-track pull-tail shortfalls of the shipped models, from the card (validation.pulls.long: same held-out rows,
-#: other noise draws than this test's); the statistical error of a tail-fraction ratio is about +-3 %, so a
-#: variable is xfail (not strict) where the card's figure is not at least that far inside the 5 % tolerance
-_TAIL_SHORTFALL = {
-    var: (f"long-track {var} pull tail fraction {v['generated']['tail_gt3']:.2%} vs reference "
-          f"{v['reference']['tail_gt3']:.2%} ({v['tail_rel_diff']:+.1%}, card's single noise draw; the mean over draws "
-          "is in docs/tracking_generative.md)")
-    for var, v in _CARD.get("pulls", {}).get("long", {}).items() if abs(v["tail_rel_diff"] or 0.0) > 0.02}
-
-
 @pytest.mark.parametrize("var", ["x", "y", "tx", "ty", "qop"])
 def test_pull_core_widths_long_tracks_match_reference(shared, var):
     needs_models()
@@ -140,18 +130,6 @@ def test_pull_core_widths_long_tracks_match_reference(shared, var):
     # the comparison can fail: a covariance 20 % too large is caught
     assert pull_widths(pg[var] / 1.2).core_width < 0.95 * wr.core_width
     assert wg.core_width == pytest.approx(wr.core_width, rel=0.05), (var, wr.core_width, wg.core_width)
-
-
-@pytest.mark.parametrize("var", ["x", "y", "tx", "ty", "qop"])
-def test_pull_tail_fractions_long_tracks_match_reference(shared, var, request):
-    """|pull| > 3 fraction within 5 % (relative) of the reference's (~3-9 %; the statistical error of
-    the reference fraction on these ~44k tracks is 1.5-2.5 %)."""
-    needs_models()
-    if var in _TAIL_SHORTFALL:
-        request.applymarker(pytest.mark.xfail(strict=False, reason=_TAIL_SHORTFALL[var]))
-    pr, pg = _long_track_pulls(shared)
-    wr, wg = pull_widths(pr[var]), pull_widths(pg[var])
-    assert wg.tail_fraction == pytest.approx(wr.tail_fraction, rel=0.05), (var, wr.tail_fraction, wg.tail_fraction)
 
 
 def _pooled_pulls(shared, track_type: int, draws: int, seed: int):
@@ -188,6 +166,35 @@ def test_pull_core_width_downstream_x(shared):
     wr, wg = pull_widths(pr["x"]), pull_widths(pg["x"])
     assert wg.core_width == pytest.approx(wr.core_width, rel=0.06), (wr.core_width, wg.core_width)
     assert pull_widths(pg["x"] * 1.13).core_width > 1.06 * wr.core_width  # a 13 % wider dx is caught
+
+
+#: |pull| > 3 fractions whose held-out reference is itself far from the training rows' (model-independent: the
+#: reference's own pulls on the two splits, docs/tracking_generative.md round 7): downstream tx, 15.5 % of 2746
+#: held-out rows against 18.4 % of 10 953 training rows, 3.6 sigma apart for two random splits of one sample
+_HELDOUT_OUTLIER = {(5, "tx"): "downstream tx: the held-out reference tail (15.5 %) is 3.6 sigma below the training "
+                               "rows' (18.4 %); on the training rows the models give -1.9 +- 2.5 %"}
+
+
+@pytest.mark.parametrize("track_type,var", [(t, v) for t in (3, 4, 5) for v in ("x", "y", "tx", "ty", "qop")])
+def test_pull_tail_fractions_match_reference(shared, track_type, var, request):
+    """Long (45 391), upstream (13 672) and downstream (2746) tracks, all held-out rows, 8 noise draws of both
+    models pooled: |pull| > 3 fraction within 5 % of the reference's, up to the statistical error of the
+    comparison.  The reference fractions (2.7-48 %) have relative errors of 1.6-3 % (long) and 2-4.5 %
+    (upstream, downstream; binomial), comparable with the tolerance, so a 5 % bound alone would fail a perfect
+    model often: the test asserts |generated / reference - 1| <= 5 % + 2 sigma (sigma: the ratio's binomial
+    error from both samples) and records the plain ratio in the message (docs/tracking_generative.md, round 7,
+    lists them all)."""
+    if (track_type, var) in _HELDOUT_OUTLIER:
+        request.applymarker(pytest.mark.xfail(strict=False, reason=_HELDOUT_OUTLIER[(track_type, var)]))
+    pr, pg = _pooled_pulls(shared, track_type=track_type, draws=8, seed=23)
+    a = np.abs(pr[var][np.isfinite(pr[var])]) > 3
+    b = np.abs(pg[var][np.isfinite(pg[var])]) > 3
+    fr, fg = a.mean(), b.mean()
+    err = (fg / fr) * np.sqrt((1 - fr) / a.sum() + (1 - fg) / b.sum())
+    ratio = fg / fr
+    assert abs(ratio - 1) <= 0.05 + 2 * err, (track_type, var, fr, fg, f"{ratio - 1:+.3f} +- {err:.3f}")
+    # the comparison can fail: covariances 20 % too small (pulls 20 % too wide) move the tails by far more
+    assert abs(np.mean(np.abs(pg[var] * 1.2) > 3) / fr - 1) > 0.05 + 2 * err
 
 
 def test_chain_reproducible_and_symmetric():
