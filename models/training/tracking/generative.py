@@ -915,7 +915,6 @@ def add_model_arguments(ap, *, max_seconds, seed, theta_edges, residual, derived
     ap.add_argument("--calibration-draws", type=int, default=16,
                     help="noise draws per training row of the marginal recalibration (the models before issue 4 "
                          "round 7: 2)")
-
     ap.add_argument("--batch-size", type=int, default=4096)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--threads", type=int, default=1)
@@ -989,7 +988,8 @@ def fit_model(args, x, t, tr, va, *, mscale_columns, p_edges, postprocess, log=p
                           device=getattr(args, "device", "cpu"), log=log))
     if not args.no_calibration:
         draws = getattr(args, "calibration_draws", 2)
-        fit["calibration_max_cdf_shift"] = round(calibrate_flow(flow, gauss, x[tr], r[tr], tgrp[tr], n_draws=draws), 5)
+        shift = calibrate_flow(flow, gauss, x[tr], r[tr], tgrp[tr], n_draws=draws)
+        fit["calibration_max_cdf_shift"] = round(shift, 5)
         fit["calibration_draws"] = draws
     return flow, fit
 
