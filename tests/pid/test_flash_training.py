@@ -393,7 +393,6 @@ def test_rich_extra_tracks_enter_the_rich_training_and_card(tmp_path):
     assert "extra_rows" not in yaml.safe_load((out / "testpid_muon_K.yaml").read_text())["training"]["settings"]
 
 
-
 def test_rich_flow_conditioned_on_ismuon(tmp_path):
     """--rich-ismuon: the RICH flow takes isMuon as a fifth input (RICH_INPUTS_WITH_ISMUON), on the sample's and
     the extra teacher rows alike; the card lists it, the runtime feeds it (the models load and run in the

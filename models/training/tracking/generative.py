@@ -133,7 +133,7 @@ class Gaussianizer:
 
     def _members(self, counts, n_groups):
         """Per table: the group indices whose rows it is fitted (and recalibrated) on."""
-        n_sub, min_rows, n_p = self.n_sub, self.min_rows, getattr(self, "n_p", None)
+        n_sub, min_rows, n_p = self.n_sub, self.min_rows, self.n_p
         out = []
         for k in range(n_groups):
             if n_sub <= 1 or counts[k] >= min_rows:
@@ -647,6 +647,26 @@ def calibrate_flow(flow, gauss: Gaussianizer, x, t_norm, groups, n_draws: int = 
     return worst
 
 
+class TableSetup:
+    """What the quantile tables of a model are built on, from the training rows: the momentum loc/scale, the
+    rows' track-type group and log10 p, their table group and the table layout (groups, slope sub-groups, the
+    momentum bins of the slope fallback).  One place for :func:`fit_model` and :func:`recalibrate_onnx`, so a
+    recalibration uses the training's groups by construction."""
+
+    def __init__(self, x, t, tr, *, mscale_columns, p_edges, theta_edges=(), theta_fallback="coarse"):
+        self.grp = track_type_group(x)
+        self.lp = x[:, 5].astype(np.float64)
+        self.mscale = MomentumScale(columns=mscale_columns).fit(t[tr], self.lp[tr], self.grp[tr], n_groups=3)
+        self.tgrp = table_group(x, p_edges, theta_edges=theta_edges)
+        self.n_sub = len(theta_edges) + 1
+        self.n_groups = 3 * (len(p_edges) + 1) * self.n_sub
+        self.n_p = len(p_edges) + 1 if theta_fallback == "p-neighbours" else None
+
+    def gaussianizer(self, t_rows, groups):
+        """Tables fitted on ``t_rows`` (normalised targets of the rows with table groups ``groups``)."""
+        return Gaussianizer().fit(t_rows, groups, n_groups=self.n_groups, n_sub=self.n_sub, n_p=self.n_p)
+
+
 def recalibrate_onnx(path, x, t, tr, *, p_edges, theta_edges=(), theta_fallback="coarse", mscale_columns=(),
                      unpost=None, n_draws: int = 16, seed: int = 77, chunk: int = 65536, out_path=None) -> dict:
     """The marginal recalibration of :func:`calibrate_flow`, redone on an *exported* flow (``path``, rewritten
@@ -658,11 +678,11 @@ def recalibrate_onnx(path, x, t, tr, *, p_edges, theta_edges=(), theta_fallback=
     post-processing (outputs -> internal targets).  The graph gives what the calibration needs through its
     public output alone, with substitute tables: a table of 0 gives the regression head's mu, a table of 1
     mu + sigma, the identity table u * sigma + mu, i.e. the flow's latent u.  The momentum normalisation, the
-    table groups and their members are refitted on the training rows as in :func:`fit_model` and checked
-    against the graph's.  With ``n_draws`` and ``seed`` of
-    the training (2, 77) the tables come out as the training made them; more draws lower the statistical noise
-    of F_gen in the tails, which a table inherits (2 draws: about 6 % relative at a tail fraction of 1 % in a
-    table group of 6000 rows).  Returns a summary for the card."""
+    table groups and their members are refitted on the training rows (:class:`TableSetup`, as in
+    :func:`fit_model`) and checked against the graph's.  With ``n_draws`` and ``seed`` of the training (2, 77)
+    the tables come out as the training made them; more draws lower the statistical noise of F_gen in the
+    tails, which a table inherits (2 draws: about 6 % relative at a tail fraction of 1 % in a table group of
+    6000 rows).  Returns a summary for the card."""
     import onnx
     import onnxruntime as ort
     from onnx import numpy_helper
@@ -674,22 +694,18 @@ def recalibrate_onnx(path, x, t, tr, *, p_edges, theta_edges=(), theta_fallback=
     q_old = numpy_helper.to_array(init["q_pair"]).copy()
     t = np.asarray(t, dtype=np.float64)
     dim = t.shape[1]
-    gauss = Gaussianizer()
-    n_knots = len(gauss.g)
+    n_knots = len(Gaussianizer().g)
     if q_old.shape[0] % (dim * n_knots):
         raise ValueError(f"{path}: table of {q_old.shape[0]} rows is not groups x {dim} outputs x {n_knots} knots")
     n_groups = q_old.shape[0] // (dim * n_knots)
-    grp = track_type_group(x)
-    lp = x[:, 5].astype(np.float64)
-    mscale = MomentumScale(columns=mscale_columns).fit(t[tr], lp[tr], grp[tr], n_groups=3)
+    setup = TableSetup(x, t, tr, mscale_columns=mscale_columns, p_edges=p_edges, theta_edges=theta_edges,
+                       theta_fallback=theta_fallback)
+    mscale, lp, grp, tgrp = setup.mscale, setup.lp, setup.grp, setup.tgrp
     if not np.array_equal(mscale.graph_table(), numpy_helper.to_array(init["ls_table"])):
         raise ValueError(f"{path}: its momentum normalisation is not the one of these training rows "
                          "(another input file, split or target definition than the model's)")
-    tgrp = table_group(x, p_edges, theta_edges=theta_edges)
-    n_sub = len(theta_edges) + 1
-    if n_groups != 3 * (len(p_edges) + 1) * n_sub:
-        raise ValueError(f"{path}: {n_groups} table groups, but p_edges/theta_edges give "
-                         f"{3 * (len(p_edges) + 1) * n_sub}")
+    if n_groups != setup.n_groups:
+        raise ValueError(f"{path}: {n_groups} table groups, but p_edges/theta_edges give {setup.n_groups}")
     xt = np.asarray(x[tr], np.float32)
 
     def session(table):
@@ -714,7 +730,7 @@ def recalibrate_onnx(path, x, t, tr, *, p_edges, theta_edges=(), theta_fallback=
     sig = before_table_scale(session(tab), zeros) - mu
     # the identity table, with end segments steep enough that a latent beyond the grid (which the graph
     # clamps) comes back beyond it: the calibration counts it there, as on the flow's own latent
-    knots = gauss.g.copy()
+    knots = np.linspace(-Gaussianizer().g_max, Gaussianizer().g_max, n_knots)
     knots[0], knots[-1] = knots[0] - 1e3, knots[-1] + 1e3
     ident = np.zeros((n_groups, dim, n_knots, 2))
     ident[..., 0] = knots
@@ -725,8 +741,7 @@ def recalibrate_onnx(path, x, t, tr, *, p_edges, theta_edges=(), theta_fallback=
     u = np.concatenate([(before_table_scale(sess, noise[k * len(xt):(k + 1) * len(xt)]) - mu) / sig
                         for k in range(n_draws)])
     r = (mscale.transform(t[tr], lp[tr], grp[tr]) - mu) / sig
-    n_p = len(p_edges) + 1 if theta_fallback == "p-neighbours" else None
-    gauss.fit(r, tgrp[tr], n_groups=n_groups, n_sub=n_sub, n_p=n_p)
+    gauss = setup.gaussianizer(r, tgrp[tr])
     worst = gauss.calibrate(r, tgrp[tr], u, np.concatenate([tgrp[tr]] * n_draws))
     q_new = gauss.graph_table()
     init["q_pair"].CopyFrom(numpy_helper.from_array(q_new, "q_pair"))
@@ -951,15 +966,11 @@ def fit_model(args, x, t, tr, va, *, mscale_columns, p_edges, postprocess, log=p
     regression head (deterministic-plus-residual), per-group quantile tables (track type x p bin x
     slope bin), flow training, marginal recalibration.  Returns ``(flow, fit figures)``."""
     theta_edges = theta_edges_of(args)
-    grp = track_type_group(x)
-    lp = x[:, 5].astype(np.float64)
-    mscale = MomentumScale(columns=mscale_columns).fit(t[tr], lp[tr], grp[tr], n_groups=3)
-    ts = mscale.transform(t, lp, grp)
-    tgrp = table_group(x, p_edges, theta_edges=theta_edges)
-    n_sub = len(theta_edges) + 1
-    n_groups = 3 * (len(p_edges) + 1) * n_sub
-    n_p = len(p_edges) + 1 if getattr(args, "theta_fallback", "coarse") == "p-neighbours" else None
-    gauss = Gaussianizer().fit(ts[tr], tgrp[tr], n_groups=n_groups, n_sub=n_sub, n_p=n_p)
+    setup = TableSetup(x, t, tr, mscale_columns=mscale_columns, p_edges=p_edges, theta_edges=theta_edges,
+                       theta_fallback=getattr(args, "theta_fallback", "coarse"))
+    mscale, tgrp = setup.mscale, setup.tgrp
+    ts = mscale.transform(t, setup.lp, setup.grp)
+    gauss = setup.gaussianizer(ts[tr], tgrp[tr])
     scaler = ConditionScaler(flag_columns=range(6, 12)).fit(x[tr])
     derived = DerivedConditions().fit(x[tr]) if args.derived else None
     dim = t.shape[1]
@@ -980,7 +991,7 @@ def fit_model(args, x, t, tr, va, *, mscale_columns, p_edges, postprocess, log=p
                                     log=log))
         mu, sig = regression_loc_scale(flow, x)
         r = (ts - mu) / sig
-        gauss = Gaussianizer().fit(r[tr], tgrp[tr], n_groups=n_groups, n_sub=n_sub, n_p=n_p)
+        gauss = setup.gaussianizer(r[tr], tgrp[tr])
         flow.set_gauss(gauss)
     u = gauss.forward(r, tgrp).astype(np.float32)
     fit.update(train_flow(flow, x[tr], u[tr], x[va], u[va], max_seconds=args.max_seconds,

@@ -143,7 +143,7 @@ def main(argv=None):
     ap.add_argument("--output-dir", default=str(G.REPO / "models"))
     G.add_model_arguments(ap, max_seconds=1250.0, seed=1, theta_edges=THETA_EDGES, residual="0,1",
                           residual_types="long,upstream", theta_fallback="p-neighbours")
-    ap.set_defaults(layers=8)  # issue 4 round 7 (6 before): the flow's joint of the residuals with chi2/nDoF/ghostProb
+    ap.set_defaults(layers=8)  # issue 4 round 7 (6 before): joint of the residuals with chi2/nDoF/ghostProb
     ap.add_argument("--p-edges", default=",".join(str(e) for e in RES_P_EDGES),
                     help="inner log10(p/MeV) edges of the quantile tables")
     ap.add_argument("--validate-only", action="store_true",
