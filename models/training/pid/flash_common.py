@@ -1504,3 +1504,251 @@ def recalibrate_flow_onnx(path, kin, t, w, *, post=None, n_groups=24, n_knots=60
     onnx.checker.check_model(new)
     onnx.save(new, str(out_path or path))
     return summary
+
+
+# ----------------------------------------------------------------------------------------------
+# noise scale of an exported generative model (GlobalPID; issue 6)
+# ----------------------------------------------------------------------------------------------
+NOISE_SCALE_KEY = "flashsim_noise_scale"
+_NOISE_SCALE_NODE = "flashsim_noise_scale_mul"
+
+
+def onnx_noise_scale(path):
+    """The per-dimension noise scale recorded in an exported model (None: the graph has none, i.e. 1)."""
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return json.loads(meta[NOISE_SCALE_KEY]) if NOISE_SCALE_KEY in meta else None
+
+
+def set_noise_scale_onnx(path, scale, out_path=None):
+    """Multiply the ``noise`` input of an exported model by ``scale`` (one factor per noise dimension)
+    inside the graph: ``noise' = noise * scale`` feeds every node that read ``noise``.  The interface
+    (x, noise ~ N(0, 1)) is unchanged.  Setting it again replaces the factor (it does not stack); the
+    factor is recorded in the metadata (NOISE_SCALE_KEY)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    g = model.graph
+    noise = [i for i in g.input if i.name == "noise"]
+    if not noise:
+        raise ValueError(f"{path}: no 'noise' input to scale")
+    dim = int(noise[0].type.tensor_type.shape.dim[1].dim_value)
+    scale = np.broadcast_to(np.asarray(scale, np.float32), (dim,)).copy()
+    const = "flashsim_noise_scale_value"
+    if not any(n.name == _NOISE_SCALE_NODE for n in g.node):
+        for n in g.node:
+            for k, v in enumerate(n.input):
+                if v == "noise":
+                    n.input[k] = "noise_scaled"
+        g.node.insert(0, helper.make_node("Mul", ["noise", const], ["noise_scaled"], name=_NOISE_SCALE_NODE))
+    keep = [i for i in g.initializer if i.name != const]
+    del g.initializer[:]
+    g.initializer.extend(keep + [numpy_helper.from_array(scale.reshape(1, dim), const)])
+    items = {NOISE_SCALE_KEY: json.dumps([round(float(v), 6) for v in scale])}
+    keep_meta = [(p.key, p.value) for p in model.metadata_props if p.key not in items]
+    del model.metadata_props[:]
+    for k, v in keep_meta + list(items.items()):
+        e = model.metadata_props.add()
+        e.key, e.value = k, v
+    onnx.checker.check_model(model)
+    onnx.save(model, str(out_path or path))
+
+
+# ----------------------------------------------------------------------------------------------
+# RICH: autoregressive model of conditional histograms on per-group quantile scales (issue 6)
+# ----------------------------------------------------------------------------------------------
+def make_group_grid(kin, t, w, n_groups=24, eta_groups=3, min_rows=1500):
+    """(momentum, eta) groups of the rows, as the flow recalibration builds them (momentum_groups: a tree
+    of the point-mass indicators of ``t`` in ln p, then equal-weight groups; crossed with ``eta_groups``
+    equal-weight eta groups on a 16-cell grid).  Returns (grid for :func:`group_of_rows`, number of groups,
+    number of momentum groups, eta group edges, ln p group edges)."""
+    kin = np.asarray(kin, np.float32)
+    w = np.clip(np.ones(len(t)) if w is None else np.asarray(w, np.float64), 0.0, None)
+    lp = np.log(np.maximum(kin[:, 0].astype(np.float64), 1.0))
+    lp0, lp1, p_group_of_cell, lp_edges = momentum_groups(lp, t, w, n_groups=n_groups, min_rows=min_rows,
+                                                          ties=heavy_ties(t))
+    n_pg = int(p_group_of_cell.max()) + 1
+    grid = {"lp0": lp0, "lp1": lp1, "n_p_cells": p_group_of_cell.shape[0], "n_eta_cells": 1, "eta0": 0.0, "eta1": 1.0}
+    eta_edges = []
+    if eta_groups > 1:
+        eta = kin[:, 1].astype(np.float64)
+        grid.update(eta0=float(eta.min()), eta1=float(np.nextafter(eta.max(), np.inf)), n_eta_cells=16)
+        eta_edges = list(weighted_quantile(eta, w, np.arange(1, eta_groups) / eta_groups))
+        centres = grid["eta0"] + (np.arange(16) + 0.5) * (grid["eta1"] - grid["eta0"]) / 16
+        e_group_of_cell = np.searchsorted(eta_edges, centres)
+        grid["group_of_cell"] = (p_group_of_cell[:, None] * eta_groups + e_group_of_cell[None, :]).reshape(-1)
+    else:
+        grid["group_of_cell"] = p_group_of_cell
+    return grid, n_pg * max(int(eta_groups), 1), n_pg, eta_edges, lp_edges
+
+
+class ARScales:
+    """Per (momentum, eta) group and variable, the training rows' quantile function on the bin scale of the
+    autoregressive RICH model: ``n_bins`` bins in the group's marginal CDF u with edges Phi(e_b), e_b =
+    -z_end, linspace(-z_in, z_in, n_bins - 1), +z_end (so the tails get bins of ~0.1 sigma, not 1/n_bins of
+    the rows), each bin cut into ``sub`` equal steps of u: knots at n_bins * sub + 1 levels, point masses
+    exact (:func:`tie_table`).  A value at bin b and remainder r in [0, 1] is the linear interpolation at
+    knot position b * sub + r * sub, so the graph needs no search.  ``pit`` gives the training rows'
+    randomised probability integral transform u (uniform inside a point mass's CDF interval)."""
+
+    def __init__(self, n_bins=64, sub=4, z_in=3.5, z_end=4.5):
+        from scipy.special import ndtr
+
+        self.n_bins, self.sub = int(n_bins), int(sub)
+        self.e = np.concatenate([[-z_end], np.linspace(-z_in, z_in, n_bins - 1), [z_end]])
+        self.u_edges = ndtr(self.e)
+        self.u_edges[0], self.u_edges[-1] = 0.0, 1.0
+        fr = np.arange(self.sub) / self.sub
+        self.levels = np.concatenate([(self.u_edges[:-1, None] + fr[None, :] * np.diff(self.u_edges)[:, None]).reshape(-1),
+                                      [1.0]])
+
+    def fit(self, kin, t, w, grid, n_groups, min_rows=1500, eta_groups=3):
+        t = np.asarray(t, np.float64)
+        w = np.clip(np.asarray(w, np.float64), 0.0, None)
+        self.grid, self.G, self.dim = grid, int(n_groups), t.shape[1]
+        grp = group_of_rows(kin, grid)
+        ne = max(int(eta_groups), 1)
+        self.tab = np.zeros((self.G, self.dim, self.levels.size))
+        for k in range(self.G):
+            m = grp == k
+            if m.sum() < min_rows // 4:       # a sparse (momentum, eta) cell: its momentum group's rows
+                m = grp // ne == k // ne
+            for c in range(self.dim):
+                self.tab[k, c] = tie_table(t[m, c], w[m], self.levels)
+        self.tab = self.tab.astype(np.float32).astype(np.float64)
+        return self
+
+    def pit(self, kin, t, w, seed=0):
+        """Randomised PIT u [N, dim] of rows in their group (weights: positive part; ties: uniform in their
+        CDF interval), with bin index b, remainder r and the bin-linear z of each."""
+        rng = np.random.default_rng(seed)
+        t = np.asarray(t, np.float64)
+        w = np.clip(np.asarray(w, np.float64), 0.0, None)
+        grp = group_of_rows(kin, self.grid)
+        u = np.zeros_like(t)
+        for k in np.unique(grp):
+            rows = np.flatnonzero(grp == k)
+            wk = w[rows]
+            for c in range(self.dim):
+                o = np.lexsort((rng.random(rows.size), t[rows, c]))
+                cw = np.concatenate([[0.0], np.cumsum(wk[o])])
+                u[rows[o], c] = (cw[:-1] + rng.random(rows.size) * wk[o]) / max(cw[-1], 1e-300)
+        u = np.clip(u, 1e-12, 1 - 1e-12)
+        b = np.clip(np.searchsorted(self.u_edges, u, side="right") - 1, 0, self.n_bins - 1)
+        r = np.clip((u - self.u_edges[b]) / np.diff(self.u_edges)[b], 0.0, 1.0)
+        return u, b, r, self.e[b] + r * np.diff(self.e)[b]
+
+    def value(self, grp, c, b, r):
+        """Value at bin b, remainder r of variable c in group grp (as the graph computes it)."""
+        pos = np.clip(b * self.sub + r * self.sub, 0.0, self.n_bins * self.sub - 1e-3)
+        i0 = np.floor(pos).astype(np.int64)
+        fr = pos - i0
+        tb = self.tab[grp, c]
+        return tb[np.arange(len(i0)), i0] + fr * (tb[np.arange(len(i0)), i0 + 1] - tb[np.arange(len(i0)), i0])
+
+
+#: generation order of the flow variables (dll basis: DLLe, DLLmu, DLLK, DLLp - DLLK) in the AR model
+AR_ORDER = (2, 3, 0, 1)
+
+
+def ar_value_feature(v):
+    """Conditioning feature of an already generated DLL-like value (compressed tails): asinh(v / 5), written
+    as sign(a) log(|a| + sqrt(a^2 + 1)) as in the graph (the exporter has no Asinh)."""
+    a = np.asarray(v, np.float64) / 5.0
+    return np.sign(a) * np.log(np.abs(a) + np.sqrt(a * a + 1.0))
+
+
+def build_ar_rich_model(kin_loc, kin_scale, scales: ARScales, n_in: int = 4, hidden: int = 64, seed: int = 0,
+                        basis: str = "dll", order=AR_ORDER):
+    """Autoregressive RICH model: the flow variables in ``order``, each from a conditional histogram
+    (``scales.n_bins`` logits of an MLP of the kinematics (+ isMuon when n_in = 5) and of the variables
+    already generated) on its group's quantile scale (:class:`ARScales`); ``forward(x, noise)`` -> the 4
+    DLLs.  Exact likelihood: the sum of the cross-entropies of the bins (the density is constant in u
+    inside a bin).  Sampling in the graph (no random ops): noise -> u = Phi(noise) (Erf), the bin from
+    the cumulative sum (product with a triangular matrix), the remainder inside the bin -> the value by
+    one Gather of the group's table."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    kin_transform = make_modules()["kin_transform"]
+    B, S, D = scales.n_bins, scales.sub, scales.dim
+    K = scales.levels.size
+    f32 = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32))  # noqa: E731
+    B_rich = rich_basis_matrices(basis)[1]
+    grid = scales.grid
+
+    class ARRich(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.n_in, self.order = n_in, tuple(order)
+            self.register_buffer("c_loc", f32(kin_loc))
+            self.register_buffer("c_inv", 1.0 / f32(kin_scale))
+            self.nets = nn.ModuleList([
+                nn.Sequential(nn.Linear(n_in + 2 * j, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                              nn.Linear(hidden, B)) for j in range(D)])
+            self.register_buffer("tri", f32(np.triu(np.ones((B, B)))))
+            self.register_buffer("e_lo", f32(scales.e[:-1]))
+            self.register_buffer("e_w", f32(np.diff(scales.e)))
+            tab = scales.tab[:, list(order), :]                                 # [G, D, K] in generation order
+            self.register_buffer("tab_flat", f32(tab.reshape(-1)))
+            self.register_buffer("goc", torch.as_tensor(np.asarray(grid["group_of_cell"], np.int64)))
+            self.register_buffer("post", f32(np.eye(D)[list(order)] @ B_rich))  # generation order -> DLLs
+            self.lp0, self.inv_dlp, self.nc = float(grid["lp0"]), float(grid["n_p_cells"] / (grid["lp1"] - grid["lp0"])), int(grid["n_p_cells"])
+            self.nec = int(grid["n_eta_cells"])
+            self.eta0 = float(grid["eta0"])
+            self.inv_deta = float(self.nec / (grid["eta1"] - grid["eta0"]))
+
+        def cond(self, x):
+            k = (kin_transform(x[:, :4]) - self.c_loc) * self.c_inv
+            return torch.cat([k, x[:, 4:]], dim=1) if self.n_in > 4 else k
+
+        def group(self, x):
+            lp = torch.log(torch.clamp(x[:, 0], min=1.0))
+            pc = torch.floor(torch.clamp((lp - self.lp0) * self.inv_dlp, 0.0, self.nc - 1e-3))
+            cell = pc
+            if self.nec > 1:
+                ec = torch.floor(torch.clamp((x[:, 1] - self.eta0) * self.inv_deta, 0.0, self.nec - 1e-3))
+                cell = pc * self.nec + ec
+            return self.goc[cell.to(torch.long)]
+
+        def loss(self, x, feats, bins):
+            """feats [N, 2 * D] (bin-linear z and the value feature of each variable, generation order),
+            bins [N, D] (LongTensor)."""
+            c = self.cond(x)
+            total = 0.0
+            for j, net in enumerate(self.nets):
+                h = torch.cat([c, feats[:, :2 * j]], dim=1) if j else c
+                total = total + nn.functional.cross_entropy(net(h), bins[:, j], reduction="none")
+            return total
+
+        def forward(self, x, noise):
+            c = self.cond(x)
+            g = self.group(x)
+            u_all = 0.5 * (1.0 + torch.erf(noise * 0.7071067811865476))
+            feats, vals = [], []
+            for j, net in enumerate(self.nets):
+                h = torch.cat([c] + feats, dim=1) if j else c
+                p = torch.softmax(net(h), dim=1)
+                cum = p @ self.tri
+                u = u_all[:, j:j + 1]
+                b = torch.clamp((cum < u).to(torch.float32).sum(dim=1, keepdim=True), max=float(B - 1))
+                bl = b.to(torch.long)
+                pb = torch.gather(p, 1, bl)
+                lower = torch.gather(cum, 1, bl) - pb
+                r = torch.clamp((u - lower) / torch.clamp(pb, min=1e-12), 0.0, 1.0)
+                z = self.e_lo[bl] + r * self.e_w[bl]
+                pos = torch.clamp(b * S + r * S, 0.0, B * S - 1e-3)
+                i0 = torch.floor(pos)
+                fr = pos - i0
+                idx = (g[:, None] * (D * K) + j * K) + i0.to(torch.long)
+                lo = self.tab_flat[idx]
+                v = lo + fr * (self.tab_flat[idx + 1] - lo)
+                vals.append(v)
+                a = v / 5.0
+                feats += [z, torch.sign(a) * torch.log(torch.abs(a) + torch.sqrt(a * a + 1.0))]
+            return torch.cat(vals, dim=1) @ self.post
+
+    return ARRich()

@@ -122,7 +122,8 @@ def train_species(d, s, a, out_dir: Path):
 
     from .flash_common import (BASIS_KEY, RICH_FLOW_VARIABLES, TieGaussianizer, build_pid_flow, columns_for, export,
                                GlobalPIDPrep, kin_transform_np, make_modules, onnx_n_inputs, onnx_rich_basis,
-                               rich_to_flow, set_onnx_metadata, split_indices, train_weighted)
+                               rich_to_flow, set_noise_scale_onnx, set_onnx_metadata, split_indices,
+                               train_weighted)
 
     M = make_modules()
     si = SPECIES.index(s)
@@ -225,7 +226,7 @@ def train_species(d, s, a, out_dir: Path):
                 "source": extra.get("source", MUON_EXTRA_SOURCE)}
 
     extra_rich = None
-    if a.rich_extra_tracks > 0 and "rich" in kinds:
+    if a.rich_extra_tracks > 0 and ("rich" in kinds or (a.recalibrate_only and "rich" in a.recalibrate_kinds.split(","))):
         if a.weight_branch or a.species_name:
             raise SystemExit("--rich-extra-tracks simulates teacher rows: only for teacher samples (no "
                              "--weight-branch/--species-name calibration files)")
@@ -241,7 +242,8 @@ def train_species(d, s, a, out_dir: Path):
             f"({time.time() - t1:.0f}s)")
     fit_flow("rich", "rich", "hasRich", 4, a.rich_layers, a.rich_hidden, a.rich_embed, a.seconds_rich,
              extra=extra_rich, ismuon=rich_ismuon)
-    if a.recalibration_groups > 0 and ("rich" in kinds or a.recalibrate_only):
+    recal_kinds = set(a.recalibrate_kinds.split(",")) if a.recalibrate_only else set()
+    if a.recalibration_groups > 0 and ("rich" in kinds or "rich" in recal_kinds):
         # post-training recalibration of the RICH flow's quantile tables per momentum group, on the
         # training rows (the exported graph is rewritten; a shipped model is recalibrated from its latent)
         from .flash_common import recalibrate_flow_onnx
@@ -345,6 +347,11 @@ def train_species(d, s, a, out_dir: Path):
 
     # -- 4. GlobalPID ----------------------------------------------------------------------------
     if "globalpid" not in kinds:
+        if a.recalibrate_only and "globalpid" in recal_kinds:   # the shipped model's noise scale, chosen again
+            ns = calibrate_globalpid_noise(paths["globalpid"], T, d, seed=a.seed + 400 + si)
+            log(f"  [globalpid_{s}] noise scale {ns['noise_scale']} (chi2 {ns['chi2_of_the_cut_rates']})")
+            blk = settings["globalpid"]["reused_training_block"]
+            blk.setdefault("settings", {})["noise_scale"] = dict(ns, command=a.command_line)
         return paths, settings, info, va
     prep = GlobalPIDPrep(n_knots=a.global_table_knots).fit(T["gx"], T["gy"], T["w"])
     rT, pT, lT = prep.targets(T["gx"], T["gy"])
@@ -370,6 +377,13 @@ def train_species(d, s, a, out_dir: Path):
                        lbfgs_rows=a.global_lbfgs_rows, device=a.device, name=f"globalpid_{s}", log=log)
     export(net, paths["globalpid"], len(card_columns("globalpid")[0]), noise_dim=NOISE_DIMS["globalpid"])
     save_state(net, a, "globalpid", s)
+    if a.global_noise_scale == "auto":
+        ns = calibrate_globalpid_noise(paths["globalpid"], T, d, seed=a.seed + 400 + si)
+    else:
+        set_noise_scale_onnx(paths["globalpid"], float(a.global_noise_scale))
+        ns = {"noise_scale": {"combined_dll": float(a.global_noise_scale), "probnn": float(a.global_noise_scale)},
+              "criterion": "--global-noise-scale"}
+    log(f"  [globalpid_{s}] noise scale {ns['noise_scale']}")
     fid = globalpid_distillation_figures(net, tt(V["gx"]), V["gy"], prep)
     log(f"  [globalpid_{s}] held-out: {fid}")
     settings["globalpid"] = {
@@ -379,10 +393,66 @@ def train_species(d, s, a, out_dir: Path):
                         f"ProbNN = {'softmax' if prep.softmax else 'sigmoid'}(logits + width*noise), logits from one "
                         f"tanh layer 15-{a.global_hidden}; widths/corrections from a SiLU layer {a.global_hidden}-"
                         f"{a.global_hidden}-14; features sign*log1p|DLL|, muon LLs, flags, kinematics, nTracks",
-        "held_out_mean_model_vs_reference": fid, "category_balance_alpha": a.global_balance, **f}
+        "held_out_mean_model_vs_reference": fid, "category_balance_alpha": a.global_balance, "noise_scale": ns, **f}
     if ws:
         settings["globalpid"]["warm_start"] = ws
     return paths, settings, info, va
+
+
+#: noise scales tried by :func:`calibrate_globalpid_noise`
+NOISE_SCALE_GRID = tuple(round(0.1 * i, 1) for i in range(11))
+
+
+def calibrate_globalpid_noise(path, C, d, seed, grid=NOISE_SCALE_GRID) -> dict:
+    """Post-training choice of the GlobalPID noise scale (exported file ``path``, rewritten), on the
+    *training* rows ``C`` (:func:`columns_for`): the model is run on the rows' own sub-detector inputs
+    with one noise draw per row times s for s in ``grid``, and per output group -- the combined DLLs
+    (PID*: the widths of their Gaussian corrections) and the ProbNN (the widths of the logit noise) --
+    the s with the smallest chi2 of the cut rates in (p, eta, nTracks) bins (:data:`CUTS`,
+    :func:`rate_table`, the validation's binning) is kept in the graph (set_noise_scale_onnx).
+
+    Why: the widths are fitted by likelihood to the residual of the mean model, which also holds the
+    mean's own error.  Where the reference is a deterministic function of the inputs (the teacher's
+    combined DLLs and ProbNN), adding that width back at sampling counts the error twice: the kaon
+    ProbNNe > 0.5 rate came out +10 % on the teacher's own inputs with the full widths and -0.3 % with
+    none.  With genuinely noisy references (calibration samples) the chi2 picks a larger scale."""
+    import onnxruntime as ort
+
+    from .flash_common import set_noise_scale_onnx
+
+    names = [c for c, _, _ in GLOBALPID_OUTPUTS]
+    set_noise_scale_onnx(path, 1.0)          # evaluate from the trained widths
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    x = np.asarray(C["gx"], np.float32)
+    noise = np.random.default_rng(seed).standard_normal((x.shape[0], len(names))).astype(np.float32)
+    flags = {c: np.asarray(C[c], bool) for c in BOOLS}
+
+    def as_outputs(y):
+        o = {c: np.asarray(y[:, j], np.float64) for j, c in enumerate(names)}
+        o["ProbNNmu"] = np.where(flags["isMuon"], o["ProbNNmu"], -1.0)
+        return {**o, **flags}
+
+    kin = np.asarray(C["kin"][:, :3], np.float64)
+    nt_edges = np.unique(np.round(np.quantile(d["nTracks"], [0.0, 0.5, 1.0])))
+    nt_edges[-1] += 1
+    ref = as_outputs(np.asarray(C["gy"], np.float64))
+    group_of = {"combined_dll": lambda c: c.startswith("PID"), "probnn": lambda c: c.startswith("ProbNN")}
+    chi2 = {g: [] for g in group_of}
+    for s in grid:
+        y = np.concatenate([sess.run(None, {"x": x[i:i + 65536], "noise": noise[i:i + 65536] * np.float32(s)})[0]
+                            for i in range(0, x.shape[0], 65536)])
+        tab = rate_table(ref, [as_outputs(y)], kin, np.asarray(C["w"], np.float64), nt_edges)
+        for g, sel in group_of.items():
+            chi2[g].append(round(sum(v["chi2"] for k, v in tab.items() if sel(k)), 1))
+    best = {g: float(grid[int(np.argmin(v))]) for g, v in chi2.items()}
+    scale = np.array([best["combined_dll"] if c.startswith("PID") else best["probnn"] for c in names])
+    set_noise_scale_onnx(path, scale)
+    return {"noise_scale": best, "grid": list(grid), "chi2_of_the_cut_rates": chi2, "rows": int(x.shape[0]),
+            "cuts": {g: [k for k, _ in CUTS if sel(k)] for g, sel in group_of.items()},
+            "criterion": "training rows, their own sub-detector inputs, one noise draw per row; smallest chi2 of "
+                         "the cut rates in the validation's (p, eta, nTracks) bins, per output group"}
 
 
 def globalpid_distillation_figures(net, gx, gy, prep) -> dict:
@@ -877,7 +947,15 @@ def parse_args(argv):
                     help="RICH recalibration: flow noise draws per training row")
     ap.add_argument("--recalibrate-only", action="store_true",
                     help="train nothing: recalibrate the RICH flows in --output-dir (from their latent, so a "
-                         "recalibrated model can be recalibrated again), then validate and rewrite the cards")
+                         "recalibrated model can be recalibrated again) and choose the GlobalPID noise scale again "
+                         "(--recalibrate-kinds), then validate and rewrite the cards")
+    ap.add_argument("--recalibrate-kinds", default="rich,globalpid",
+                    help="--recalibrate-only: what to redo: 'rich' (the RICH flows' quantile tables), 'globalpid' "
+                         "(the GlobalPID noise scale, calibrate_globalpid_noise), or both")
+    ap.add_argument("--global-noise-scale", default="auto",
+                    help="GlobalPID: factor on its noise widths in the exported graph: 'auto' (chosen on the training "
+                         "rows per output group by the chi2 of the cut rates, calibrate_globalpid_noise) or a number "
+                         "(1: the widths as trained)")
     ap.add_argument("--validate-only", action="store_true",
                     help="train nothing: validate the models in --output-dir and rewrite the validation blocks of "
                          "their cards (training blocks kept)")
