@@ -1640,6 +1640,35 @@ class ARScales:
         r = np.clip((u - self.u_edges[b]) / np.diff(self.u_edges)[b], 0.0, 1.0)
         return u, b, r, self.e[b] + r * np.diff(self.e)[b]
 
+    def recalibrate(self, kin, t, w, u_gen, min_rows=1500, eta_groups=3):
+        """Post-training recalibration (as the flows', :func:`recalibrate_flow_onnx`): with ``u_gen`` [N * draws,
+        dim] the model's positions on the u scale when sampled on the training conditions ``kin`` (repeated
+        draws times, same row order), each group's table becomes q_k = Q_train,group(F_gen,group(level_k)), so the
+        generated marginals per group, point masses included, are the training rows'.  Returns the largest
+        shift |F_gen(level) - level| per variable (before)."""
+        t = np.asarray(t, np.float64)
+        w = np.clip(np.asarray(w, np.float64), 0.0, None)
+        draws = u_gen.shape[0] // t.shape[0]
+        grp = group_of_rows(kin, self.grid)
+        grp_z, wz = np.concatenate([grp] * draws), np.concatenate([w] * draws)
+        ne = max(int(eta_groups), 1)
+        shift = np.zeros(self.dim)
+        for k in range(self.G):
+            mt, mz = grp == k, grp_z == k
+            if mt.sum() < min_rows // 4:
+                mt, mz = grp // ne == k // ne, grp_z // ne == k // ne
+            if not mz.any():
+                continue
+            for c in range(self.dim):
+                uc, wc = u_gen[mz, c], wz[mz]
+                o = np.argsort(uc, kind="mergesort")
+                cw = np.concatenate([[0.0], np.cumsum(wc[o])])
+                lev = cw[np.searchsorted(uc[o], self.levels, side="left")] / max(cw[-1], 1e-300)
+                shift[c] = max(shift[c], float(np.max(np.abs(lev - self.levels))))
+                self.tab[k, c] = tie_table(t[mt, c], w[mt], lev)
+        self.tab = self.tab.astype(np.float32).astype(np.float64)
+        return shift
+
     def value(self, grp, c, b, r):
         """Value at bin b, remainder r of variable c in group grp (as the graph computes it)."""
         pos = np.clip(b * self.sub + r * self.sub, 0.0, self.n_bins * self.sub - 1e-3)
@@ -1649,8 +1678,19 @@ class ARScales:
         return tb[np.arange(len(i0)), i0] + fr * (tb[np.arange(len(i0)), i0 + 1] - tb[np.arange(len(i0)), i0])
 
 
-#: generation order of the flow variables (dll basis: DLLe, DLLmu, DLLK, DLLp - DLLK) in the AR model
-AR_ORDER = (2, 3, 0, 1)
+#: generation order of the flow variables in the AR model: DLLK, DLLp - DLLK first, then DLLe, DLLmu
+#: ("dll": DLLe, DLLmu, DLLK, DLLp - DLLK) or DLLe - DLLp, DLLmu - DLLp ("pdiff": DLLe - DLLp, DLLmu - DLLp, DLLp - DLLK, DLLK)
+AR_ORDERS = {"dll": (2, 3, 0, 1), "pdiff": (3, 2, 0, 1)}
+AR_ORDER = AR_ORDERS["dll"]
+RICH_MODEL_KEY = "flashsim_rich_model"
+
+
+def onnx_rich_model(path) -> str:
+    """The kind of an exported RICH model from its metadata: "ar" or "flow" (none recorded)."""
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return meta.get(RICH_MODEL_KEY, "flow")
 
 
 def ar_value_feature(v):
@@ -1692,6 +1732,8 @@ def build_ar_rich_model(kin_loc, kin_scale, scales: ARScales, n_in: int = 4, hid
             self.register_buffer("tri", f32(np.triu(np.ones((B, B)))))
             self.register_buffer("e_lo", f32(scales.e[:-1]))
             self.register_buffer("e_w", f32(np.diff(scales.e)))
+            self.register_buffer("u_lo", torch.as_tensor(scales.u_edges[:-1], dtype=torch.float64))
+            self.register_buffer("u_w", torch.as_tensor(np.diff(scales.u_edges), dtype=torch.float64))
             tab = scales.tab[:, list(order), :]                                 # [G, D, K] in generation order
             self.register_buffer("tab_flat", f32(tab.reshape(-1)))
             self.register_buffer("goc", torch.as_tensor(np.asarray(grid["group_of_cell"], np.int64)))
@@ -1724,11 +1766,18 @@ def build_ar_rich_model(kin_loc, kin_scale, scales: ARScales, n_in: int = 4, hid
                 total = total + nn.functional.cross_entropy(net(h), bins[:, j], reduction="none")
             return total
 
+        def set_tables(self, sc):
+            self.tab_flat.copy_(f32(sc.tab[:, list(self.order), :].reshape(-1)))
+
         def forward(self, x, noise):
+            return self.sample(x, noise)[0] @ self.post
+
+        def sample(self, x, noise, positions=False):
+            """(values [N, D], positions on the u scale [N, D]), both in generation order."""
             c = self.cond(x)
             g = self.group(x)
             u_all = 0.5 * (1.0 + torch.erf(noise * 0.7071067811865476))
-            feats, vals = [], []
+            feats, vals, pos_u = [], [], []
             for j, net in enumerate(self.nets):
                 h = torch.cat([c] + feats, dim=1) if j else c
                 p = torch.softmax(net(h), dim=1)
@@ -1747,8 +1796,10 @@ def build_ar_rich_model(kin_loc, kin_scale, scales: ARScales, n_in: int = 4, hid
                 lo = self.tab_flat[idx]
                 v = lo + fr * (self.tab_flat[idx + 1] - lo)
                 vals.append(v)
+                if positions:
+                    pos_u.append(self.u_lo[bl] + r.to(torch.float64) * self.u_w[bl])
                 a = v / 5.0
                 feats += [z, torch.sign(a) * torch.log(torch.abs(a) + torch.sqrt(a * a + 1.0))]
-            return torch.cat(vals, dim=1) @ self.post
+            return torch.cat(vals, dim=1), (torch.cat(pos_u, dim=1) if positions else None)
 
     return ARRich()

@@ -122,6 +122,7 @@ def train_species(d, s, a, out_dir: Path):
 
     from .flash_common import (BASIS_KEY, RICH_FLOW_VARIABLES, TieGaussianizer, build_pid_flow, columns_for, export,
                                GlobalPIDPrep, kin_transform_np, make_modules, onnx_n_inputs, onnx_rich_basis,
+                               onnx_rich_model,
                                rich_to_flow, set_noise_scale_onnx, set_onnx_metadata, split_indices,
                                train_weighted)
 
@@ -240,10 +241,96 @@ def train_species(d, s, a, out_dir: Path):
                                 "uses the held-out rows of the sample only")
         log(f"  [rich_{s}] {extra_rich['kin'].shape[0]} extra hasRich rows from {a.rich_extra_tracks} teacher tracks "
             f"({time.time() - t1:.0f}s)")
-    fit_flow("rich", "rich", "hasRich", 4, a.rich_layers, a.rich_hidden, a.rich_embed, a.seconds_rich,
-             extra=extra_rich, ismuon=rich_ismuon)
+    def fit_ar_rich(extra, ismuon):
+        """RICH model as an autoregressive product of conditional histograms on per-group quantile scales
+        (flash_common.build_ar_rich_model), then its tables recalibrated on the training rows."""
+        from .flash_common import AR_ORDERS, RICH_MODEL_KEY, ARScales, ar_value_feature, build_ar_rich_model, make_group_grid
+
+        x_of = lambda X, m: with_ismuon(X["kin"][m], X["isMuon"][m] if ismuon else None)  # noqa: E731
+        mT, mV = T["hasRich"], V["hasRich"]
+        if mT.sum() < 200 or mV.sum() < 5:
+            raise SystemExit(f"species {s}: {int(mT.sum())}/{int(mV.sum())} training/validation rows with hasRich -- "
+                             "too few to train the RICH model")
+        tgt, kin_t, w_t = T["rich"][mT], x_of(T, mT), T["w"][mT]
+        if extra is not None and extra["kin"].shape[0]:
+            tgt = np.concatenate([tgt, extra["rich"]])
+            kin_t = np.concatenate([kin_t, x_of(extra, slice(None))])
+            w_t = np.concatenate([w_t, extra["w"]])
+        basis, order = a.rich_basis, AR_ORDERS[a.rich_basis]
+        t1 = time.time()
+        ft = rich_to_flow(tgt, basis)
+        grid, G, n_pg, eta_edges, lp_edges = make_group_grid(kin_t, ft, w_t, n_groups=a.recalibration_groups,
+                                                             eta_groups=a.recalibration_eta_groups)
+        sc = ARScales(n_bins=a.ar_bins).fit(kin_t, ft, w_t, grid, G, eta_groups=a.recalibration_eta_groups)
+
+        def encode(kin_x, t_flow, w_x, seed):
+            _, b, _, z = sc.pit(kin_x, t_flow, w_x, seed=seed)
+            feats = np.concatenate([np.stack([z[:, c], ar_value_feature(t_flow[:, c])], 1) for c in order], 1)
+            return tt(feats), torch.as_tensor(b[:, list(order)])
+
+        fT, bT = encode(kin_t, ft, w_t, a.seed + 500 + si)
+        kV, tV, wV2 = x_of(V, mV), rich_to_flow(V["rich"][mV], basis), V["w"][mV]
+        fV, bV = encode(kV, tV, wV2, a.seed + 600 + si)
+        log(f"  [rich_{s}] AR scales: {G} groups, {a.ar_bins} bins x {sc.sub} ({time.time() - t1:.0f}s)")
+        model = build_ar_rich_model(loc, scale, sc, n_in=4 + int(ismuon), hidden=a.ar_hidden, seed=a.seed + si,
+                                    basis=basis, order=order)
+        ws = warm_start(model, a, "rich", s)
+        x1, x2, w2 = tt(kin_t), tt(kV), tt(wV2)
+        f = train_weighted(model, lambda idx: model.loss(x1[idx], fT[idx], bT[idx]), int(kin_t.shape[0]), w_t,
+                           lambda: float((model.loss(x2, fV, bV) * w2).sum() / w2.sum()), seconds=a.seconds_rich,
+                           seed=a.seed, threads=threads, max_epochs=a.max_epochs, lr=a.flow_lr, batch=2048,
+                           name=f"rich_{s}", log=log)
+        # recalibration of the tables (the flows' method, on the model's own u positions)
+        t1 = time.time()
+        rng_r = np.random.default_rng(a.seed + 300 + si)
+        draws = a.recalibration_draws
+        with torch.no_grad():
+            pos = np.concatenate([
+                np.concatenate([model.sample(x1[i:i + 65536], torch.as_tensor(rng_r.standard_normal(
+                    (min(65536, x1.shape[0] - i), 4)).astype(np.float32)), positions=True)[1].numpy()
+                    for i in range(0, x1.shape[0], 65536)]) for _ in range(draws)])
+        u_gen = np.zeros_like(pos)
+        u_gen[:, list(order)] = pos
+        shift = sc.recalibrate(kin_t, ft, w_t, u_gen, eta_groups=a.recalibration_eta_groups)
+        model.set_tables(sc)
+        rc = {"method": "the model sampled on the training conditions; per (momentum, eta) group and variable the "
+                        "table becomes q_k = Q_train,group(F_gen,group(level_k)), point masses exact (as the flows')",
+              "draws": int(draws), "rows": int(kin_t.shape[0]),
+              "max_cdf_shift_per_variable": [round(float(x), 5) for x in shift], "seconds": round(time.time() - t1, 1)}
+        log(f"  [rich_{s}] AR tables recalibrated: max CDF shift {rc['max_cdf_shift_per_variable']} ({rc['seconds']}s)")
+        export(model, paths["rich"], 4 + int(ismuon), noise_dim=4)
+        set_onnx_metadata(paths["rich"], **{BASIS_KEY: basis, RICH_MODEL_KEY: "ar"})
+        save_state(model, a, "rich", s)
+        names = RICH_FLOW_VARIABLES[basis]
+        settings["rich"] = {
+            "architecture": f"autoregressive conditional histograms: the variables {', '.join(names[c] for c in order)} "
+                            f"(basis '{basis}') in this order, each from {a.ar_bins} bins (edges Phi(-4.5), "
+                            f"Phi(linspace(-3.5, 3.5, {a.ar_bins - 1})), Phi(4.5) of its (momentum, eta) group's "
+                            f"marginal CDF; uniform inside a bin) with logits from an MLP {4 + int(ismuon)}+2j-"
+                            f"{a.ar_hidden}-{a.ar_hidden}-{a.ar_bins} (SiLU) of the kinematics"
+                            + (", isMuon" if ismuon else "") + " and the variables already generated; values from "
+                            f"the group's quantile table ({sc.levels.size} knots, point masses exact); trained by "
+                            "maximum likelihood (cross-entropy of the bins)",
+            "groups": int(G), "momentum_groups": int(n_pg), "eta_group_edges": [round(float(e), 4) for e in eta_edges],
+            "group_edges_p_GeV": [round(float(np.exp(e)) / 1000.0, 3) for e in lp_edges],
+            "rows": int(kin_t.shape[0]), "recalibration": rc, **f}
+        if ws:
+            settings["rich"]["warm_start"] = ws
+        if extra is not None:
+            settings["rich"]["extra_rows"] = {"rows": int(extra["kin"].shape[0]), "simulated_tracks": extra["simulated"],
+                                              "source": extra.get("source", MUON_EXTRA_SOURCE)}
+
+    if a.rich_model == "ar" and "rich" in kinds:
+        fit_ar_rich(extra_rich, rich_ismuon)
+    else:
+        fit_flow("rich", "rich", "hasRich", 4, a.rich_layers, a.rich_hidden, a.rich_embed, a.seconds_rich,
+                 extra=extra_rich, ismuon=rich_ismuon)
     recal_kinds = set(a.recalibrate_kinds.split(",")) if a.recalibrate_only else set()
-    if a.recalibration_groups > 0 and ("rich" in kinds or "rich" in recal_kinds):
+    rich_is_ar = (a.rich_model == "ar") if "rich" in kinds else onnx_rich_model(paths["rich"]) == "ar"
+    if rich_is_ar and "rich" in recal_kinds:
+        log(f"  [rich_{s}] autoregressive RICH model: its tables were recalibrated at the end of its training; "
+            "--recalibrate-only leaves it as it is")
+    if a.recalibration_groups > 0 and not rich_is_ar and ("rich" in kinds or "rich" in recal_kinds):
         # post-training recalibration of the RICH flow's quantile tables per momentum group, on the
         # training rows (the exported graph is rewritten; a shipped model is recalibrated from its latent)
         from .flash_common import recalibrate_flow_onnx
@@ -889,6 +976,12 @@ def parse_args(argv):
                          "but DLLe and DLLmu become small differences of large variables; measured worse on the kaon "
                          "teacher sample, see flash_common.RICH_BASES).  Recorded in the ONNX metadata; "
                          "--recalibrate-only uses the model's own")
+    ap.add_argument("--rich-model", choices=("flow", "ar"), default="flow",
+                    help="RICH model: 'flow' (conditional normalising flow + per-group recalibrated quantile tables) or "
+                         "'ar' (autoregressive conditional histograms on per-group quantile scales, "
+                         "flash_common.build_ar_rich_model; issue 6, eighth round)")
+    ap.add_argument("--ar-bins", type=int, default=64, help="RICH 'ar': bins per variable")
+    ap.add_argument("--ar-hidden", type=int, default=64, help="RICH 'ar': hidden width of each variable's MLP")
     ap.add_argument("--muon-layers", type=int, default=4)
     ap.add_argument("--muon-hidden", type=int, default=24)
     ap.add_argument("--muon-embed", type=int, default=12)
