@@ -1640,6 +1640,32 @@ class ARScales:
         r = np.clip((u - self.u_edges[b]) / np.diff(self.u_edges)[b], 0.0, 1.0)
         return u, b, r, self.e[b] + r * np.diff(self.e)[b]
 
+    def cdf(self, kin, t, seed=0):
+        """u [N, dim] of rows (e.g. held-out rows) on the fitted tables' scale: the inverse of the piecewise-
+        linear quantile function of their group, uniform over a point mass's CDF interval; with the bin
+        index b, remainder r and bin-linear z as :meth:`pit`."""
+        rng = np.random.default_rng(seed)
+        t = np.asarray(t, np.float64)
+        grp = group_of_rows(kin, self.grid)
+        u = np.zeros_like(t)
+        L = self.levels
+        for k in np.unique(grp):
+            rows = np.flatnonzero(grp == k)
+            for c in range(self.dim):
+                q, v = self.tab[k, c], t[rows, c]
+                lo = np.clip(np.searchsorted(q, v, side="left"), 0, L.size - 1)
+                hi = np.clip(np.searchsorted(q, v, side="right"), 0, L.size)
+                tie = hi - lo >= 2
+                j = np.clip(lo, 1, L.size - 1)
+                dq = q[j] - q[j - 1]
+                lin = L[j - 1] + np.where(dq > 0, (v - q[j - 1]) / np.where(dq > 0, dq, 1.0), 0.0) * (L[j] - L[j - 1])
+                rnd = L[lo] + rng.random(rows.size) * (L[np.maximum(hi - 1, lo)] - L[lo])
+                u[rows, c] = np.where(tie, rnd, np.clip(lin, 0.0, 1.0))
+        u = np.clip(u, 1e-12, 1 - 1e-12)
+        b = np.clip(np.searchsorted(self.u_edges, u, side="right") - 1, 0, self.n_bins - 1)
+        r = np.clip((u - self.u_edges[b]) / np.diff(self.u_edges)[b], 0.0, 1.0)
+        return u, b, r, self.e[b] + r * np.diff(self.e)[b]
+
     def recalibrate(self, kin, t, w, u_gen, min_rows=1500, eta_groups=3):
         """Post-training recalibration (as the flows', :func:`recalibrate_flow_onnx`): with ``u_gen`` [N * draws,
         dim] the model's positions on the u scale when sampled on the training conditions ``kin`` (repeated

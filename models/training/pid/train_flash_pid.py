@@ -263,14 +263,15 @@ def train_species(d, s, a, out_dir: Path):
                                                              eta_groups=a.recalibration_eta_groups)
         sc = ARScales(n_bins=a.ar_bins).fit(kin_t, ft, w_t, grid, G, eta_groups=a.recalibration_eta_groups)
 
-        def encode(kin_x, t_flow, w_x, seed):
-            _, b, _, z = sc.pit(kin_x, t_flow, w_x, seed=seed)
+        def encode(kin_x, t_flow, w_x, seed, held_out=False):
+            # training rows: their randomised PIT in their group; held-out rows: on the training rows' tables
+            _, b, _, z = sc.cdf(kin_x, t_flow, seed=seed) if held_out else sc.pit(kin_x, t_flow, w_x, seed=seed)
             feats = np.concatenate([np.stack([z[:, c], ar_value_feature(t_flow[:, c])], 1) for c in order], 1)
             return tt(feats), torch.as_tensor(b[:, list(order)])
 
         fT, bT = encode(kin_t, ft, w_t, a.seed + 500 + si)
         kV, tV, wV2 = x_of(V, mV), rich_to_flow(V["rich"][mV], basis), V["w"][mV]
-        fV, bV = encode(kV, tV, wV2, a.seed + 600 + si)
+        fV, bV = encode(kV, tV, wV2, a.seed + 600 + si, held_out=True)
         log(f"  [rich_{s}] AR scales: {G} groups, {a.ar_bins} bins x {sc.sub} ({time.time() - t1:.0f}s)")
         model = build_ar_rich_model(loc, scale, sc, n_in=4 + int(ismuon), hidden=a.ar_hidden, seed=a.seed + si,
                                     basis=basis, order=order)
