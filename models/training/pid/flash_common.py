@@ -1348,23 +1348,10 @@ def recalibrate_flow_onnx(path, kin, t, w, *, post=None, n_groups=24, n_knots=60
     xs = np.concatenate([kin] * n_draws)
     z = flow_latent(path, xs, rng.standard_normal((xs.shape[0], dim)).astype(np.float32))
     wz = np.concatenate([w] * n_draws)
-    lp = np.log(np.maximum(kin[:, 0].astype(np.float64), 1.0))
     ties = heavy_ties(t)
-    lp0, lp1, p_group_of_cell, lp_edges = momentum_groups(lp, t, w, n_groups=n_groups, min_rows=min_rows, ties=ties)
-    n_pg = int(p_group_of_cell.max()) + 1
-    grid = {"lp0": lp0, "lp1": lp1, "n_p_cells": p_group_of_cell.shape[0], "n_eta_cells": 1, "eta0": 0.0, "eta1": 1.0}
-    eta_edges = []
-    if eta_groups > 1:   # equal-weight eta groups on a fine grid, crossed with the momentum groups
-        eta = kin[:, 1].astype(np.float64)
-        grid.update(eta0=float(eta.min()), eta1=float(np.nextafter(eta.max(), np.inf)), n_eta_cells=16)
-        eta_edges = list(weighted_quantile(eta, w, np.arange(1, eta_groups) / eta_groups))
-        centres = grid["eta0"] + (np.arange(16) + 0.5) * (grid["eta1"] - grid["eta0"]) / 16
-        e_group_of_cell = np.searchsorted(eta_edges, centres)
-        grid["group_of_cell"] = (p_group_of_cell[:, None] * eta_groups + e_group_of_cell[None, :]).reshape(-1)
-    else:
-        grid["group_of_cell"] = p_group_of_cell
-    group_of_cell = grid["group_of_cell"]
-    G = n_pg * max(eta_groups, 1)
+    grid, G, n_pg, eta_edges, lp_edges = make_group_grid(kin, t, w, n_groups=n_groups, eta_groups=eta_groups,
+                                                         min_rows=min_rows, ties=ties)
+    lp0, lp1, group_of_cell = grid["lp0"], grid["lp1"], grid["group_of_cell"]
     grp = group_of_rows(kin, grid)
     grp_z = np.concatenate([grp] * n_draws)
     g = np.linspace(-g_max, g_max, n_knots)
@@ -1559,16 +1546,17 @@ def set_noise_scale_onnx(path, scale, out_path=None):
 # ----------------------------------------------------------------------------------------------
 # RICH: autoregressive model of conditional histograms on per-group quantile scales (issue 6)
 # ----------------------------------------------------------------------------------------------
-def make_group_grid(kin, t, w, n_groups=24, eta_groups=3, min_rows=1500):
+def make_group_grid(kin, t, w, n_groups=24, eta_groups=3, min_rows=1500, ties=None):
     """(momentum, eta) groups of the rows, as the flow recalibration builds them (momentum_groups: a tree
     of the point-mass indicators of ``t`` in ln p, then equal-weight groups; crossed with ``eta_groups``
     equal-weight eta groups on a 16-cell grid).  Returns (grid for :func:`group_of_rows`, number of groups,
-    number of momentum groups, eta group edges, ln p group edges)."""
+    number of momentum groups, eta group edges, ln p group edges).  Used by the flows' recalibration
+    (:func:`recalibrate_flow_onnx`) and the autoregressive RICH model's scales."""
     kin = np.asarray(kin, np.float32)
     w = np.clip(np.ones(len(t)) if w is None else np.asarray(w, np.float64), 0.0, None)
     lp = np.log(np.maximum(kin[:, 0].astype(np.float64), 1.0))
     lp0, lp1, p_group_of_cell, lp_edges = momentum_groups(lp, t, w, n_groups=n_groups, min_rows=min_rows,
-                                                          ties=heavy_ties(t))
+                                                          ties=heavy_ties(t) if ties is None else ties)
     n_pg = int(p_group_of_cell.max()) + 1
     grid = {"lp0": lp0, "lp1": lp1, "n_p_cells": p_group_of_cell.shape[0], "n_eta_cells": 1, "eta0": 0.0, "eta1": 1.0}
     eta_edges = []
