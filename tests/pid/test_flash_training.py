@@ -459,7 +459,8 @@ def test_autoregressive_rich_model_learns_joint_tails_and_keeps_point_masses(tmp
                    lambda: float(model.loss(x[:5000], feats[:5000], bins[:5000]).mean()), seconds=40, max_epochs=40,
                    batch=1024, lr=3e-3, log=lambda *_: None)
     with torch.no_grad():
-        pos = model.sample(x, torch.as_tensor(rng.standard_normal((n, 4)).astype(np.float32)), positions=True)[1].numpy()
+        z = torch.as_tensor(rng.standard_normal((n, 4)).astype(np.float32))
+        pos = model.sample(x, z, positions=True)[1].numpy()
     u_gen = np.zeros_like(pos)
     u_gen[:, list(order)] = pos
     sc.recalibrate(kin, t, w, u_gen, eta_groups=1)

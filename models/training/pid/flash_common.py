@@ -1589,8 +1589,8 @@ class ARScales:
         self.u_edges = ndtr(self.e)
         self.u_edges[0], self.u_edges[-1] = 0.0, 1.0
         fr = np.arange(self.sub) / self.sub
-        self.levels = np.concatenate([(self.u_edges[:-1, None] + fr[None, :] * np.diff(self.u_edges)[:, None]).reshape(-1),
-                                      [1.0]])
+        steps = self.u_edges[:-1, None] + fr[None, :] * np.diff(self.u_edges)[:, None]
+        self.levels = np.concatenate([steps.reshape(-1), [1.0]])
 
     def fit(self, kin, t, w, grid, n_groups, min_rows=1500, eta_groups=3):
         t = np.asarray(t, np.float64)
@@ -1692,8 +1692,9 @@ class ARScales:
         return tb[np.arange(len(i0)), i0] + fr * (tb[np.arange(len(i0)), i0 + 1] - tb[np.arange(len(i0)), i0])
 
 
-#: generation order of the flow variables in the AR model: DLLK, DLLp - DLLK first, then DLLe, DLLmu
-#: ("dll": DLLe, DLLmu, DLLK, DLLp - DLLK) or DLLe - DLLp, DLLmu - DLLp ("pdiff": DLLe - DLLp, DLLmu - DLLp, DLLp - DLLK, DLLK)
+#: generation order of the flow variables in the AR model: DLLK, DLLp - DLLK first, then DLLe, DLLmu (basis "dll":
+#: DLLe, DLLmu, DLLK, DLLp - DLLK) or DLLe - DLLp, DLLmu - DLLp (basis "pdiff": DLLe - DLLp, DLLmu - DLLp, DLLp - DLLK,
+#: DLLK)
 AR_ORDERS = {"dll": (2, 3, 0, 1), "pdiff": (3, 2, 0, 1)}
 AR_ORDER = AR_ORDERS["dll"]
 RICH_MODEL_KEY = "flashsim_rich_model"
@@ -1752,7 +1753,8 @@ def build_ar_rich_model(kin_loc, kin_scale, scales: ARScales, n_in: int = 4, hid
             self.register_buffer("tab_flat", f32(tab.reshape(-1)))
             self.register_buffer("goc", torch.as_tensor(np.asarray(grid["group_of_cell"], np.int64)))
             self.register_buffer("post", f32(np.eye(D)[list(order)] @ B_rich))  # generation order -> DLLs
-            self.lp0, self.inv_dlp, self.nc = float(grid["lp0"]), float(grid["n_p_cells"] / (grid["lp1"] - grid["lp0"])), int(grid["n_p_cells"])
+            self.lp0, self.nc = float(grid["lp0"]), int(grid["n_p_cells"])
+            self.inv_dlp = float(grid["n_p_cells"] / (grid["lp1"] - grid["lp0"]))
             self.nec = int(grid["n_eta_cells"])
             self.eta0 = float(grid["eta0"])
             self.inv_deta = float(self.nec / (grid["eta1"] - grid["eta0"]))

@@ -122,9 +122,8 @@ def train_species(d, s, a, out_dir: Path):
 
     from .flash_common import (BASIS_KEY, RICH_FLOW_VARIABLES, TieGaussianizer, build_pid_flow, columns_for, export,
                                GlobalPIDPrep, kin_transform_np, make_modules, onnx_n_inputs, onnx_rich_basis,
-                               onnx_rich_model,
-                               rich_to_flow, set_noise_scale_onnx, set_onnx_metadata, split_indices,
-                               train_weighted)
+                               onnx_rich_model, rich_to_flow, set_noise_scale_onnx, set_onnx_metadata,
+                               split_indices, train_weighted)
 
     M = make_modules()
     si = SPECIES.index(s)
@@ -227,7 +226,8 @@ def train_species(d, s, a, out_dir: Path):
                 "source": extra.get("source", MUON_EXTRA_SOURCE)}
 
     extra_rich = None
-    if a.rich_extra_tracks > 0 and ("rich" in kinds or (a.recalibrate_only and "rich" in a.recalibrate_kinds.split(","))):
+    recal_kinds = set(a.recalibrate_kinds.split(",")) if a.recalibrate_only else set()
+    if a.rich_extra_tracks > 0 and ("rich" in kinds or "rich" in recal_kinds):
         if a.weight_branch or a.species_name:
             raise SystemExit("--rich-extra-tracks simulates teacher rows: only for teacher samples (no "
                              "--weight-branch/--species-name calibration files)")
@@ -244,7 +244,8 @@ def train_species(d, s, a, out_dir: Path):
     def fit_ar_rich(extra, ismuon):
         """RICH model as an autoregressive product of conditional histograms on per-group quantile scales
         (flash_common.build_ar_rich_model), then its tables recalibrated on the training rows."""
-        from .flash_common import AR_ORDERS, RICH_MODEL_KEY, ARScales, ar_value_feature, build_ar_rich_model, make_group_grid
+        from .flash_common import (AR_ORDERS, RICH_MODEL_KEY, ARScales, ar_value_feature, build_ar_rich_model,
+                                   make_group_grid)
 
         x_of = lambda X, m: with_ismuon(X["kin"][m], X["isMuon"][m] if ismuon else None)  # noqa: E731
         mT, mV = T["hasRich"], V["hasRich"]
@@ -326,7 +327,6 @@ def train_species(d, s, a, out_dir: Path):
     else:
         fit_flow("rich", "rich", "hasRich", 4, a.rich_layers, a.rich_hidden, a.rich_embed, a.seconds_rich,
                  extra=extra_rich, ismuon=rich_ismuon)
-    recal_kinds = set(a.recalibrate_kinds.split(",")) if a.recalibrate_only else set()
     rich_is_ar = (a.rich_model == "ar") if "rich" in kinds else onnx_rich_model(paths["rich"]) == "ar"
     if rich_is_ar and "rich" in recal_kinds:
         log(f"  [rich_{s}] autoregressive RICH model: its tables were recalibrated at the end of its training; "
@@ -1090,6 +1090,15 @@ def main(argv=None):
     bad = [k for k in a.kinds.split(",") if k not in MODEL_KINDS]
     if bad or not a.kinds:
         raise SystemExit(f"--kinds: unknown model kind(s) {bad}; expected a comma-separated subset of {MODEL_KINDS}")
+    bad = [k for k in a.recalibrate_kinds.split(",") if k not in ("rich", "globalpid")]
+    if bad or not a.recalibrate_kinds:
+        raise SystemExit(f"--recalibrate-kinds: unknown kind(s) {bad}; expected a comma-separated subset of rich,globalpid")
+    if a.global_noise_scale != "auto":
+        try:
+            if float(a.global_noise_scale) < 0:
+                raise ValueError
+        except ValueError:
+            raise SystemExit(f"--global-noise-scale: expected 'auto' or a number >= 0, got {a.global_noise_scale!r}")
     d = load_sample(a.input, a.tree, branches, a.weight_branch, a.species_name)
     out_dir = Path(a.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
