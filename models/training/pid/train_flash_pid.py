@@ -877,7 +877,13 @@ def sample_description(path) -> str:
     return str(path)
 
 
-TECHNIQUE = ("RICH: a conditional normalising flow (affine couplings + a tie-preserving marginal quantile "
+TECHNIQUE = ("RICH (--rich-model ar, K and p since issue 6's eighth round): autoregressive conditional histograms -- "
+             "DLLK, DLLp - DLLK, DLLe, DLLmu in turn, each from 64 bins of its (momentum, eta) group's marginal CDF "
+             "(0.11-sigma bins in the tails) with logits from an MLP of the kinematics and the values already "
+             "generated, values from the group's quantile tables with the point masses exact, tables recalibrated "
+             "after training -- because the flows' joint tails (the rows behind the K and p mis-ID rates) came out "
+             "too wide while their marginals were exact. "
+             "RICH (--rich-model flow, the default): a conditional normalising flow (affine couplings + a tie-preserving marginal quantile "
              "transform, which reproduces the point masses of the DLLs exactly and bounds the outputs to the training "
              "range; after training its tables are recalibrated per (momentum, eta) group on the flow's own latent "
              "marginals, so that the point-mass fractions, e.g. DLLp == DLLK below the Cherenkov thresholds, follow "
@@ -891,7 +897,9 @@ TECHNIQUE = ("RICH: a conditional normalising flow (affine couplings + a tie-pre
              "sub-detector responses, so a flow is ill-posed; the model keeps the exact sub-detector sums, adds "
              "per-muon-state tables in log p and Gaussian corrections only where the training residual is not "
              "identically 0, and distils the ProbNN log-probabilities (softmax head when they sum to 1) with a "
-             "width that can shrink to ~0 -- and keeps room for the genuine spread of real calibration data. isMuon/hasRich/InMuonAcc: one 6-class classifier keeps their correlations.")
+             "width that can shrink to ~0 -- and keeps room for the genuine spread of real calibration data; the widths are "
+             "scaled after training by the factor that best reproduces the training rows' cut rates (0 for the "
+             "teacher's deterministic outputs would be exact; a fitted width also holds the mean's own error). isMuon/hasRich/InMuonAcc: one 6-class classifier keeps their correlations.")
 
 
 # ----------------------------------------------------------------------------------------------
