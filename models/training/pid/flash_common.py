@@ -734,12 +734,25 @@ def rich_to_flow(rich, basis: str = "dll"):
     return np.asarray(rich, np.float64) @ rich_basis_matrices(basis)[0]
 
 
-def onnx_rich_basis(path) -> str:
-    """The RICH flow basis recorded in an exported model's metadata ("dll" when none is recorded)."""
+def onnx_metadata(path) -> dict:
+    """The metadata entries of an ONNX file."""
     import onnx
 
-    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    return meta.get(BASIS_KEY, "dll")
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+def _put_metadata(model, items):
+    """Add or replace metadata entries of a loaded ONNX model (in memory)."""
+    keep = [(p.key, p.value) for p in model.metadata_props if p.key not in items]
+    del model.metadata_props[:]
+    for k, v in keep + list(items.items()):
+        e = model.metadata_props.add()
+        e.key, e.value = k, str(v)
+
+
+def onnx_rich_basis(path) -> str:
+    """The RICH flow basis recorded in an exported model's metadata ("dll" when none is recorded)."""
+    return onnx_metadata(path).get(BASIS_KEY, "dll")
 
 
 def onnx_n_inputs(path) -> int:
@@ -756,11 +769,7 @@ def set_onnx_metadata(path, **items):
     import onnx
 
     model = onnx.load(str(path))
-    keep = [(p.key, p.value) for p in model.metadata_props if p.key not in items]
-    del model.metadata_props[:]
-    for k, v in keep + list(items.items()):
-        e = model.metadata_props.add()
-        e.key, e.value = k, str(v)
+    _put_metadata(model, items)
     onnx.save(model, str(path))
 
 
@@ -1323,6 +1332,33 @@ def group_of_rows(kin, grid):
     return grid["group_of_cell"][pc * grid["n_eta_cells"] + ec]
 
 
+def recalibrated_tables(grp, t, w, z, knots, n_groups, eta_groups, min_rows):
+    """The recalibration shared by the flows (:func:`recalibrate_flow_onnx`) and the autoregressive RICH model
+    (:meth:`ARScales.recalibrate`).  ``z`` [N * draws, dim]: the model's latent (or position on its u scale)
+    when sampled ``draws`` times on the training rows (group ``grp``, targets ``t``, weights ``w``, same row
+    order).  Per group and column the table is q_k = Q_t,group(F_z,group(knots_k)), point masses exact
+    (:func:`tie_table`); a sparse (momentum, eta) cell (< min_rows / 4 rows) takes its momentum group's rows.
+    Returns (tables [n_groups, dim, K], the levels F_z,group(knots) [n_groups, dim, K])."""
+    t = np.asarray(t, np.float64)
+    draws = z.shape[0] // t.shape[0]
+    grp_z, wz = np.concatenate([grp] * draws), np.concatenate([w] * draws)
+    ne = max(int(eta_groups), 1)
+    dim = t.shape[1]
+    tab = np.zeros((n_groups, dim, knots.size))
+    lev = np.zeros_like(tab)
+    for k in range(n_groups):
+        mt, mz = grp == k, grp_z == k
+        if mt.sum() < min_rows // 4:   # a sparse (momentum, eta) cell: the table of its momentum group
+            mt, mz = grp // ne == k // ne, grp_z // ne == k // ne
+        for c in range(dim):
+            zc, wc = z[mz, c], wz[mz]
+            o = np.argsort(zc, kind="mergesort")
+            cw = np.concatenate([[0.0], np.cumsum(wc[o])])
+            lev[k, c] = cw[np.searchsorted(zc[o], knots, side="left")] / max(cw[-1], 1e-300)
+            tab[k, c] = tie_table(t[mt, c], w[mt], lev[k, c])
+    return tab, lev
+
+
 def recalibrate_flow_onnx(path, kin, t, w, *, post=None, n_groups=24, n_knots=601, g_max=5.0, n_draws=8,
                           seed=77, min_rows=1500, eta_groups=1, out_path=None) -> dict:
     """Post-training recalibration of an exported flow (``path``, rewritten unless ``out_path``).
@@ -1347,27 +1383,15 @@ def recalibrate_flow_onnx(path, kin, t, w, *, post=None, n_groups=24, n_knots=60
     rng = np.random.default_rng(seed)
     xs = np.concatenate([kin] * n_draws)
     z = flow_latent(path, xs, rng.standard_normal((xs.shape[0], dim)).astype(np.float32))
-    wz = np.concatenate([w] * n_draws)
     ties = heavy_ties(t)
     grid, G, n_pg, eta_edges, lp_edges = make_group_grid(kin, t, w, n_groups=n_groups, eta_groups=eta_groups,
                                                          min_rows=min_rows, ties=ties)
     lp0, lp1, group_of_cell = grid["lp0"], grid["lp1"], grid["group_of_cell"]
     grp = group_of_rows(kin, grid)
-    grp_z = np.concatenate([grp] * n_draws)
     g = np.linspace(-g_max, g_max, n_knots)
-    tab = np.zeros((G, dim, n_knots))
+    tab, _ = recalibrated_tables(grp, t, w, z, g, G, eta_groups, min_rows)
     tie_before, tie_target = {}, {}
     ne = max(int(eta_groups), 1)
-    for k in range(G):
-        mt, mz = grp == k, grp_z == k
-        if mt.sum() < min_rows // 4:   # a sparse (momentum, eta) cell: the table of its momentum group
-            mt, mz = grp // ne == k // ne, grp_z // ne == k // ne
-        for c in range(dim):
-            zc, wc = z[mz, c], wz[mz]
-            o = np.argsort(zc, kind="mergesort")
-            cw = np.concatenate([[0.0], np.cumsum(wc[o])])
-            levels = cw[np.searchsorted(zc[o], g, side="left")] / max(cw[-1], 1e-300)
-            tab[k, c] = tie_table(t[mt, c], w[mt], levels)
     # figures: point-mass fractions per momentum group (eta groups pooled), training rows and the flow's
     # output before this recalibration (one draw per row)
     pgrp = grp // ne
@@ -1502,9 +1526,7 @@ _NOISE_SCALE_NODE = "flashsim_noise_scale_mul"
 
 def onnx_noise_scale(path):
     """The per-dimension noise scale recorded in an exported model (None: the graph has none, i.e. 1)."""
-    import onnx
-
-    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    meta = onnx_metadata(path)
     return json.loads(meta[NOISE_SCALE_KEY]) if NOISE_SCALE_KEY in meta else None
 
 
@@ -1533,12 +1555,7 @@ def set_noise_scale_onnx(path, scale, out_path=None):
     keep = [i for i in g.initializer if i.name != const]
     del g.initializer[:]
     g.initializer.extend(keep + [numpy_helper.from_array(scale.reshape(1, dim), const)])
-    items = {NOISE_SCALE_KEY: json.dumps([round(float(v), 6) for v in scale])}
-    keep_meta = [(p.key, p.value) for p in model.metadata_props if p.key not in items]
-    del model.metadata_props[:]
-    for k, v in keep_meta + list(items.items()):
-        e = model.metadata_props.add()
-        e.key, e.value = k, v
+    _put_metadata(model, {NOISE_SCALE_KEY: json.dumps([round(float(v), 6) for v in scale])})
     onnx.checker.check_model(model)
     onnx.save(model, str(out_path or path))
 
@@ -1608,6 +1625,13 @@ class ARScales:
         self.tab = self.tab.astype(np.float32).astype(np.float64)
         return self
 
+    def _on_bins(self, u):
+        """(u, bin index b, remainder r in the bin, bin-linear z) of positions u on the u scale."""
+        u = np.clip(u, 1e-12, 1 - 1e-12)
+        b = np.clip(np.searchsorted(self.u_edges, u, side="right") - 1, 0, self.n_bins - 1)
+        r = np.clip((u - self.u_edges[b]) / np.diff(self.u_edges)[b], 0.0, 1.0)
+        return u, b, r, self.e[b] + r * np.diff(self.e)[b]
+
     def pit(self, kin, t, w, seed=0):
         """Randomised PIT u [N, dim] of rows in their group (weights: positive part; ties: uniform in their
         CDF interval), with bin index b, remainder r and the bin-linear z of each."""
@@ -1623,10 +1647,7 @@ class ARScales:
                 o = np.lexsort((rng.random(rows.size), t[rows, c]))
                 cw = np.concatenate([[0.0], np.cumsum(wk[o])])
                 u[rows[o], c] = (cw[:-1] + rng.random(rows.size) * wk[o]) / max(cw[-1], 1e-300)
-        u = np.clip(u, 1e-12, 1 - 1e-12)
-        b = np.clip(np.searchsorted(self.u_edges, u, side="right") - 1, 0, self.n_bins - 1)
-        r = np.clip((u - self.u_edges[b]) / np.diff(self.u_edges)[b], 0.0, 1.0)
-        return u, b, r, self.e[b] + r * np.diff(self.e)[b]
+        return self._on_bins(u)
 
     def cdf(self, kin, t, seed=0):
         """u [N, dim] of rows (e.g. held-out rows) on the fitted tables' scale: the inverse of the piecewise-
@@ -1649,10 +1670,7 @@ class ARScales:
                 lin = L[j - 1] + np.where(dq > 0, (v - q[j - 1]) / np.where(dq > 0, dq, 1.0), 0.0) * (L[j] - L[j - 1])
                 rnd = L[lo] + rng.random(rows.size) * (L[np.maximum(hi - 1, lo)] - L[lo])
                 u[rows, c] = np.where(tie, rnd, np.clip(lin, 0.0, 1.0))
-        u = np.clip(u, 1e-12, 1 - 1e-12)
-        b = np.clip(np.searchsorted(self.u_edges, u, side="right") - 1, 0, self.n_bins - 1)
-        r = np.clip((u - self.u_edges[b]) / np.diff(self.u_edges)[b], 0.0, 1.0)
-        return u, b, r, self.e[b] + r * np.diff(self.e)[b]
+        return self._on_bins(u)
 
     def recalibrate(self, kin, t, w, u_gen, min_rows=1500, eta_groups=3):
         """Post-training recalibration (as the flows', :func:`recalibrate_flow_onnx`): with ``u_gen`` [N * draws,
@@ -1660,36 +1678,11 @@ class ARScales:
         draws times, same row order), each group's table becomes q_k = Q_train,group(F_gen,group(level_k)), so the
         generated marginals per group, point masses included, are the training rows'.  Returns the largest
         shift |F_gen(level) - level| per variable (before)."""
-        t = np.asarray(t, np.float64)
         w = np.clip(np.asarray(w, np.float64), 0.0, None)
-        draws = u_gen.shape[0] // t.shape[0]
-        grp = group_of_rows(kin, self.grid)
-        grp_z, wz = np.concatenate([grp] * draws), np.concatenate([w] * draws)
-        ne = max(int(eta_groups), 1)
-        shift = np.zeros(self.dim)
-        for k in range(self.G):
-            mt, mz = grp == k, grp_z == k
-            if mt.sum() < min_rows // 4:
-                mt, mz = grp // ne == k // ne, grp_z // ne == k // ne
-            if not mz.any():
-                continue
-            for c in range(self.dim):
-                uc, wc = u_gen[mz, c], wz[mz]
-                o = np.argsort(uc, kind="mergesort")
-                cw = np.concatenate([[0.0], np.cumsum(wc[o])])
-                lev = cw[np.searchsorted(uc[o], self.levels, side="left")] / max(cw[-1], 1e-300)
-                shift[c] = max(shift[c], float(np.max(np.abs(lev - self.levels))))
-                self.tab[k, c] = tie_table(t[mt, c], w[mt], lev)
-        self.tab = self.tab.astype(np.float32).astype(np.float64)
-        return shift
-
-    def value(self, grp, c, b, r):
-        """Value at bin b, remainder r of variable c in group grp (as the graph computes it)."""
-        pos = np.clip(b * self.sub + r * self.sub, 0.0, self.n_bins * self.sub - 1e-3)
-        i0 = np.floor(pos).astype(np.int64)
-        fr = pos - i0
-        tb = self.tab[grp, c]
-        return tb[np.arange(len(i0)), i0] + fr * (tb[np.arange(len(i0)), i0 + 1] - tb[np.arange(len(i0)), i0])
+        tab, lev = recalibrated_tables(group_of_rows(kin, self.grid), t, w, u_gen, self.levels, self.G, eta_groups,
+                                       min_rows)
+        self.tab = tab.astype(np.float32).astype(np.float64)
+        return np.abs(lev - self.levels).max(axis=(0, 2))
 
 
 #: generation order of the flow variables in the AR model: DLLK, DLLp - DLLK first, then DLLe, DLLmu (basis "dll":
@@ -1702,10 +1695,7 @@ RICH_MODEL_KEY = "flashsim_rich_model"
 
 def onnx_rich_model(path) -> str:
     """The kind of an exported RICH model from its metadata: "ar" or "flow" (none recorded)."""
-    import onnx
-
-    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    return meta.get(RICH_MODEL_KEY, "flow")
+    return onnx_metadata(path).get(RICH_MODEL_KEY, "flow")
 
 
 def ar_value_feature(v):

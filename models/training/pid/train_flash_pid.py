@@ -523,8 +523,7 @@ def calibrate_globalpid_noise(path, C, d, seed, grid=NOISE_SCALE_GRID) -> dict:
         return {**o, **flags}
 
     kin = np.asarray(C["kin"][:, :3], np.float64)
-    nt_edges = np.unique(np.round(np.quantile(d["nTracks"], [0.0, 0.5, 1.0])))
-    nt_edges[-1] += 1
+    nt_edges = ntracks_edges(d)
     ref = as_outputs(np.asarray(C["gy"], np.float64))
     group_of = {"combined_dll": lambda c: c.startswith("PID"), "probnn": lambda c: c.startswith("ProbNN")}
     chi2 = {g: [] for g in group_of}
@@ -598,6 +597,13 @@ def _wmean_err(x, w):
     m = float((w * x).sum() / sw)
     neff = sw ** 2 / float((w * w).sum())
     return m, float(np.sqrt(max(m * (1 - m), 1.0 / max(neff, 1.0)) / neff)), neff
+
+
+def ntracks_edges(d):
+    """nTracks bin edges of the rate tables: the sample's minimum, median and maximum (+1)."""
+    nt_edges = np.unique(np.round(np.quantile(d["nTracks"], [0.0, 0.5, 1.0])))
+    nt_edges[-1] += 1
+    return nt_edges
 
 
 def rate_table(ref, gens, kin, w, nt_edges):
@@ -690,8 +696,7 @@ def validate_species(models, d, va, s, a, probs_fn=None) -> dict:
     ref = teacher_on_rows(d, va)
     gens = [flash_on_rows(models, si, d, va, replica=r) for r in range(a.replicas)]
     t_flash = time.time() - t0
-    nt_edges = np.unique(np.round(np.quantile(d["nTracks"], [0.0, 0.5, 1.0])))
-    nt_edges[-1] += 1
+    nt_edges = ntracks_edges(d)
     rates = rate_table(ref, gens, kin, w, nt_edges)
     weighted = not np.allclose(w, 1.0)
     out = {"sample": "held-out rows of the training file (runtime code on the exported ONNX files)",
