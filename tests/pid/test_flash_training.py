@@ -365,6 +365,24 @@ def _tiny_kaon_training(tmp_path):
                  "--prefix", "testpid", "--max-epochs", "2", "--recalibration-groups", "4"]
 
 
+def test_global_extra_tracks_enter_the_globalpid_training_and_card(tmp_path):
+    """--global-extra-tracks N: the GlobalPID model is trained on the sample's training rows plus N fresh
+    teacher tracks (its preprocessing tables too), the card records them, and the noise scale and the
+    validation stay on the sample's own rows."""
+    from models.training.pid.train_flash_pid import main
+
+    out, args = _tiny_kaon_training(tmp_path)
+    assert main(args + ["--global-extra-tracks", "1500"]) == 0
+    card = yaml.safe_load((out / "testpid_globalpid_K.yaml").read_text())
+    st = card["training"]["settings"]
+    ex = st["extra_rows"]
+    assert ex["simulated_tracks"] == 1500 and ex["rows"] == 1500
+    assert "5.03e+12 = 5e12 + species * 1e10" in ex["source"] and "teacher_global_rows" in ex["source"]
+    assert card["validation"]["rows"] == card["training"]["rows_validation"] < 1000
+    assert "--global-extra-tracks 1500" in card["training"]["command"]
+    assert ModelSvc(threads=1).load(out / "testpid_globalpid_K.onnx") is not None
+
+
 def test_rich_extra_tracks_enter_the_rich_training_and_card(tmp_path):
     """--rich-extra-tracks N on a tiny teacher file: the RICH flow is trained (and recalibrated) on the
     sample's hasRich training rows plus the hasRich rows of N fresh teacher tracks, the card records them,

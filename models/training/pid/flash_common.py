@@ -177,6 +177,41 @@ def teacher_rich_rows(species: str, n_rows: int, seed: int = 20240607, chunk: in
             "simulated": int(n_rows), "first_row": int(first0)}
 
 
+GLOBAL_EXTRA_ROWS_BASE = 5 * 10**12
+
+
+def teacher_global_rows(species: str, n_rows: int, seed: int = 20240607, chunk: int = 200_000,
+                        first_row: int | None = None) -> dict:
+    """Extra training rows of one species for the GlobalPID model (``--global-extra-tracks``): ``n_rows``
+    fresh teacher tracks of the species (the training spectrum), all of them, with the teacher's ProbNN
+    (``ProbNN.default()``, as in the sample).  The rare ProbNN cuts (mis-ID rates of 0.2-2 %) leave a
+    few hundred rows above the cut among the sample's 150k training rows per species, too few to pin
+    down the boundary of a deterministic function.  Row numbers start at 5e12 + species * 1e10
+    (``first_row`` overrides, for tests), disjoint from the sample (row 0 on), the ProbNN fit (1e12),
+    the muon-enriched rows (2e12), the fresh MUON check rows (3e12), the RICH extra rows (4e12) and
+    the tests (< 1e10).  Returns the :func:`columns_for` dict of these rows (unit weights) plus
+    ``simulated`` and ``first_row``."""
+    from algorithms.pid.teacher.probnn import ProbNN
+    from algorithms.pid.teacher.sampling import SPECIES_PDG
+    from framework.random import RandomStreams
+    from models.training.pid.make_teacher_samples import SPECIES as WRITER_SPECIES, make_chunk, to_branches
+
+    if species not in WRITER_SPECIES or species not in SPECIES_PDG:
+        raise ValueError(f"teacher_global_rows: unknown species {species!r}; expected one of {WRITER_SPECIES}")
+    first0 = GLOBAL_EXTRA_ROWS_BASE + _species_offset(species) if first_row is None else int(first_row)
+    key = RandomStreams(seed, 0, "PIDTeacher").key_for(0)
+    fr = np.array([1.0 if x == species else 0.0 for x in WRITER_SPECIES])
+    probnn = ProbNN.default()
+    parts = []
+    for first in range(0, n_rows, chunk):
+        n = min(chunk, n_rows - first)
+        b = to_branches(*make_chunk(first0 + first, n, fr, seed, key, probnn))
+        b["weight"] = np.ones(n)
+        parts.append(columns_for(b, np.arange(n)))
+    out = {k: np.concatenate([q[k] for q in parts]) for k in parts[0]}
+    return {**out, "simulated": int(n_rows), "first_row": int(first0)}
+
+
 # ----------------------------------------------------------------------------------------------
 # preprocessing
 # ----------------------------------------------------------------------------------------------

@@ -441,24 +441,35 @@ def train_species(d, s, a, out_dir: Path):
             blk = settings["globalpid"]["reused_training_block"]
             blk.setdefault("settings", {})["noise_scale"] = dict(ns, command=a.command_line)
         return paths, settings, info, va
-    prep = GlobalPIDPrep(n_knots=a.global_table_knots).fit(T["gx"], T["gy"], T["w"])
-    rT, pT, lT = prep.targets(T["gx"], T["gy"])
+    TG, extra_g = T, None   # the GlobalPID's training rows: the sample's, plus --global-extra-tracks
+    if a.global_extra_tracks > 0:
+        if a.weight_branch or a.species_name:
+            raise SystemExit("--global-extra-tracks simulates teacher rows: only for teacher samples (no "
+                             "--weight-branch/--species-name calibration files)")
+        from .flash_common import teacher_global_rows
+
+        t1 = time.time()
+        extra_g = teacher_global_rows(s, a.global_extra_tracks, seed=a.teacher_seed)
+        TG = {k: np.concatenate([T[k], extra_g[k]]) for k in ("kin", "gx", "gy", "w", "hasRich", "isMuon", "InMuonAcc")}
+        log(f"  [globalpid_{s}] {a.global_extra_tracks} extra teacher tracks ({time.time() - t1:.0f}s)")
+    prep = GlobalPIDPrep(n_knots=a.global_table_knots).fit(TG["gx"], TG["gy"], TG["w"])
+    rT, pT, lT = prep.targets(TG["gx"], TG["gy"])
     rV, pV, lV = prep.targets(V["gx"], V["gy"])
-    nt = np.asarray(T["kin"][:, 2], np.float64)
+    nt = np.asarray(TG["kin"][:, 2], np.float64)
     net = M["GlobalPIDNet"](loc, scale, float(nt.mean()), float(max(nt.std(), 1.0)), prep.r_mean, prep.r_std,
                             prep.gates, prep.tables, prep.lo, prep.step, prep.const_mask.astype(np.float64),
                             prep.const_value, softmax=prep.softmax, hidden=a.global_hidden,
                             logit_weight=a.logit_weight)
     ws = warm_start(net, a, "globalpid", s)
     dev = lambda arr: tt(arr).to(a.device)  # noqa: E731  (training tensors on the --device)
-    gxT, grT, gpT, glT = dev(T["gx"]), dev(rT), dev(pT), dev(lT)
+    gxT, grT, gpT, glT = dev(TG["gx"]), dev(rT), dev(pT), dev(lT)
     gxV, grV, gpV, glV = dev(V["gx"]), dev(rV), dev(pV), dev(lV)
     # rare (hasRich, muon state) categories (no RICH: ~1 %, isMuon hadrons: ~3 %, out of muon acceptance:
     # ~6 %) get a larger share of the loss: weights (category frequency)^-alpha.  The weights depend on
     # the inputs only, so the conditional model being fitted is unchanged; they only move capacity.
-    bT, bV = balance_weights(T, a.global_balance), balance_weights(V, a.global_balance, ref=T)
+    bT, bV = balance_weights(TG, a.global_balance), balance_weights(V, a.global_balance, ref=TG)
     wbV = dev(V["w"] * bV)
-    f = train_weighted(net, lambda idx: net.loss(gxT[idx], grT[idx], gpT[idx], glT[idx]), tr.size, T["w"] * bT,
+    f = train_weighted(net, lambda idx: net.loss(gxT[idx], grT[idx], gpT[idx], glT[idx]), len(TG["w"]), TG["w"] * bT,
                        lambda: float((net.loss(gxV, grV, gpV, glV) * wbV).sum() / wbV.sum()), seconds=a.seconds_global,
                        seed=a.seed, threads=threads, max_epochs=a.max_epochs, lr=a.global_lr, batch=a.global_batch,
                        batch_max=a.global_batch_max or None, lbfgs_seconds=a.global_lbfgs_seconds,
@@ -484,6 +495,13 @@ def train_species(d, s, a, out_dir: Path):
         "held_out_mean_model_vs_reference": fid, "category_balance_alpha": a.global_balance, "noise_scale": ns, **f}
     if ws:
         settings["globalpid"]["warm_start"] = ws
+    if extra_g is not None:
+        settings["globalpid"]["extra_rows"] = {
+            "rows": int(extra_g["w"].shape[0]), "simulated_tracks": extra_g["simulated"],
+            "source": f"fresh teacher tracks of this species with the teacher's ProbNN (same spectrum; row numbers "
+                      f"from {extra_g['first_row']:.3g} = 5e12 + species * 1e10, disjoint from the sample), see "
+                      "flash_common.teacher_global_rows; the noise scale is chosen and the validation done on the "
+                      "sample's own training and held-out rows"}
     return paths, settings, info, va
 
 
@@ -1038,6 +1056,9 @@ def parse_args(argv):
     ap.add_argument("--muon-extra-tracks", type=int, default=0,
                     help="teacher samples only: simulate this many extra tracks per species (not mu) and add "
                          "their isMuon rows to the MUON flow's training rows")
+    ap.add_argument("--global-extra-tracks", type=int, default=0,
+                    help="GlobalPID: simulate this many fresh teacher tracks of the species (row numbers from 5e12 + "
+                         "species * 1e10) and add them to its training rows (teacher samples only)")
     ap.add_argument("--rich-extra-tracks", type=int, default=0,
                     help="teacher samples only: simulate this many extra tracks of each species trained (row numbers "
                          "from 4e12 + species * 1e10) and add their hasRich rows to the RICH flow's training and "

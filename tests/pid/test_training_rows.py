@@ -1,0 +1,35 @@
+"""Extra training rows simulated with the teacher (models/training/pid/flash_common.py): they must be
+the teacher's own rows of the species, at row numbers no sample, fit or test uses.  No torch needed."""
+import numpy as np
+
+from algorithms.pid.features import GLOBALPID_OUTPUTS
+from framework.random import RandomStreams
+
+
+def test_teacher_global_rows_are_the_teachers_rows_with_its_probnn():
+    """teacher_global_rows: all fresh tracks of the species with the sample's columns (the teacher's
+    combined DLLs and ProbNN are the targets), row for row equal to what the sample writer produces
+    for the same row numbers, in a range disjoint from every other use."""
+    from algorithms.pid.teacher.probnn import ProbNN
+    from models.training.pid.flash_common import (GLOBAL_EXTRA_ROWS_BASE, RICH_EXTRA_ROWS_BASE, columns_for,
+                                                  teacher_global_rows)
+    from models.training.pid.make_teacher_samples import SPECIES as WRITER_SPECIES, make_chunk, to_branches
+
+    seed, first, n = 20240607, 9_300_000_000, 2500
+    r = teacher_global_rows("mu", n, seed=seed, chunk=1000, first_row=first)   # 3 chunks
+    assert r["simulated"] == n and r["first_row"] == first
+    key = RandomStreams(seed, 0, "PIDTeacher").key_for(0)
+    b = to_branches(*make_chunk(first, n, np.array([0.0, 1.0, 0.0, 0.0, 0.0]), seed, key, ProbNN.default()))
+    assert np.all(np.abs(b["pid"]) == 13)
+    b["weight"] = np.ones(n)
+    want = columns_for(b, np.arange(n))
+    for k in ("kin", "gx", "gy", "w", "hasRich", "isMuon", "InMuonAcc"):
+        np.testing.assert_array_equal(r[k], want[k], err_msg=k)
+    names = [c for c, _, _ in GLOBALPID_OUTPUTS]
+    pnn = r["gy"][:, names.index("ProbNNmu")]
+    assert 0.8 < np.mean(pnn > 0.5) < 0.97          # muons: the teacher's ProbNNmu, not a placeholder
+    assert np.all(np.isfinite(r["gy"]))
+    # default range: 5e12 + species * 1e10, above the RICH extra rows (4e12 + ...) and below 6e12
+    assert teacher_global_rows("p", 5, seed=seed)["first_row"] == GLOBAL_EXTRA_ROWS_BASE + WRITER_SPECIES.index("p") * 10**10
+    assert GLOBAL_EXTRA_ROWS_BASE >= RICH_EXTRA_ROWS_BASE + len(WRITER_SPECIES) * 10**10
+    assert GLOBAL_EXTRA_ROWS_BASE + len(WRITER_SPECIES) * 10**10 <= 6 * 10**12
