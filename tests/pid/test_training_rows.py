@@ -33,3 +33,37 @@ def test_teacher_global_rows_are_the_teachers_rows_with_its_probnn():
     assert teacher_global_rows("p", 5, seed=seed)["first_row"] == GLOBAL_EXTRA_ROWS_BASE + WRITER_SPECIES.index("p") * 10**10
     assert GLOBAL_EXTRA_ROWS_BASE >= RICH_EXTRA_ROWS_BASE + len(WRITER_SPECIES) * 10**10
     assert GLOBAL_EXTRA_ROWS_BASE + len(WRITER_SPECIES) * 10**10 <= 6 * 10**12
+
+
+def test_teacher_baseline_is_the_teacher_against_its_own_sample(tmp_path):
+    """validation.teacher_baseline: the teacher re-run on the held-out rows' own tracks with independent
+    streams, scored like a flash model.  It must first reproduce the reference exactly with the file's
+    key (else: not available, with the reason), and a perfect model passes nearly every bin."""
+    from models.training.pid.flash_common import load_sample
+    from models.training.pid.make_teacher_samples import main as make_main
+    from models.training.pid.train_flash_pid import ntracks_edges, teacher_baseline, teacher_on_rows
+
+    path = tmp_path / "teacher_pi.root"
+    assert make_main(["--output", str(path), "--n", "12000", "--fractions", "0,0,1,0,0", "--chunk", "5000",
+                      "--seed", "77"]) == 0
+    d = load_sample(path)
+    va = np.arange(1, 12000, 2)                     # any subset of rows
+    ref = teacher_on_rows(d, va)
+    kin = np.stack([d["p"][va], d["eta"][va], d["nTracks"][va]], 1).astype(np.float64)
+    w = d["weight"][va]
+    b = teacher_baseline(path, d, va, ref, kin, w, ntracks_edges(d), 2)
+    assert b["available"], b
+    assert b["rates_all_bins"] > 50
+    assert b["rates_all_bins_pass"] >= 0.9 * b["rates_all_bins"]
+    # a reference the teacher does not reproduce (here: one value changed) gets no baseline
+    ref2 = dict(ref, PIDK=np.where(np.arange(va.size) == 7, 99.0, ref["PIDK"]))
+    b2 = teacher_baseline(path, d, va, ref2, kin, w, ntracks_edges(d), 2)
+    assert not b2["available"] and "PIDK" in b2["why"]
+    # a file without the writer's provenance (e.g. a calibration sample)
+    import uproot
+
+    other = tmp_path / "calib.root"
+    with uproot.recreate(other) as f:
+        f.mktree("T", {"p": np.float32})
+    b3 = teacher_baseline(other, d, va, ref, kin, w, ntracks_edges(d), 2)
+    assert not b3["available"] and "provenance" in b3["why"]

@@ -92,15 +92,20 @@ def sample_ntracks_flashsim(u, yaml_path: Path | None = NTRACKS_YAML):
 
 
 def sample_tracks(n, species, seed=12345, first_row=0, spectrum: BDecaySpectrum | None = None,
-                  ntracks_yaml: Path | None = NTRACKS_YAML):
+                  ntracks_yaml: Path | None = NTRACKS_YAML, rows=None):
     """n rows of teacher inputs; ``species`` is a PDG id, an array of PDG ids, or a name in SPECIES_PDG.
 
     Row r (global row number ``first_row + i``) is its own event with index 0, so any sub-range of a
-    sample is reproduced exactly.  Returns a dict of columns (p, eta, phi, charge, pid, nTracks, x, y,
-    z, tx, ty, prod_z, event, index).
+    sample is reproduced exactly; ``rows`` (global row numbers, then ``n`` = their number and
+    ``first_row`` unused) reproduces any subset.  Returns a dict of columns (p, eta, phi, charge, pid,
+    nTracks, x, y, z, tx, ty, prod_z, event, index).
     """
     spectrum = spectrum or BDecaySpectrum()
-    rows = np.arange(first_row, first_row + n, dtype=np.int64)
+    if rows is None:
+        rows = np.arange(first_row, first_row + n, dtype=np.int64)
+    else:
+        rows = np.asarray(rows, dtype=np.int64)
+        n = rows.size
     rs = RandomStreams(seed, 0, "PIDTeacherSample")
     u = rs.uniform(rows, 0, stream=0, n=7)
     p = spectrum.p(u[:, 0])
