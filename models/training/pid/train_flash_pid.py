@@ -699,9 +699,7 @@ def teacher_baseline(path, d, va, ref, kin, w, nt_edges, replicas) -> dict:
         b = to_branches(t, teacher_response(t["pid"], t["p"], t["x"], t["y"], t["z"], t["tx"], t["ty"], t["charge"],
                                             t["nTracks"], t["prod_z"], t["event"], t["index"], key, eta=t["eta"],
                                             probnn=probnn))
-        o = {c: np.asarray(b[c]) for c in ref}
-        o["ProbNNmu"] = np.where(o["isMuon"], o["ProbNNmu"], -1.0)
-        return o
+        return teacher_on_rows(b, slice(None))
 
     again = teacher(RandomStreams(seed, 0, "PIDTeacher").key_for(0))
     bad = [c for c in ref if not np.array_equal(np.asarray(again[c], np.float32), np.asarray(ref[c], np.float32))]
