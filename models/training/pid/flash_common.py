@@ -116,9 +116,9 @@ def columns_for(d: dict, rows) -> dict:
             "classes": encode_classes(has, acc, ism), "gx": g, "gy": gt, "w": d["weight"][rows]}
 
 
-def _teacher_rows(species: str, n_rows: int, flag: str, columns, first0: int, seed: int, chunk: int, who: str):
-    """The rows with ``flag`` set among ``n_rows`` fresh teacher tracks of ``species`` (the training spectrum),
-    row numbers from ``first0`` on: (kinematic features [n, 4], ``columns`` [n, len(columns)] as float32)."""
+def _teacher_chunks(species: str, n_rows: int, first0: int, seed: int, chunk: int, who: str, probnn=False):
+    """``n_rows`` fresh teacher tracks of ``species`` (the training spectrum), row numbers from ``first0`` on,
+    in chunks: yields the (tracks, teacher outputs) of make_teacher_samples.make_chunk."""
     from algorithms.pid.teacher.sampling import SPECIES_PDG
     from framework.random import RandomStreams
     from models.training.pid.make_teacher_samples import SPECIES as WRITER_SPECIES, make_chunk
@@ -127,10 +127,15 @@ def _teacher_rows(species: str, n_rows: int, flag: str, columns, first0: int, se
         raise ValueError(f"{who}: unknown species {species!r}; expected one of {WRITER_SPECIES}")
     key = RandomStreams(seed, 0, "PIDTeacher").key_for(0)
     fr = np.array([1.0 if x == species else 0.0 for x in WRITER_SPECIES])
-    kin, val = [], []
     for first in range(0, n_rows, chunk):
-        n = min(chunk, n_rows - first)
-        smp, out = make_chunk(first0 + first, n, fr, seed, key, probnn=False)
+        yield make_chunk(first0 + first, min(chunk, n_rows - first), fr, seed, key, probnn)
+
+
+def _teacher_rows(species: str, n_rows: int, flag: str, columns, first0: int, seed: int, chunk: int, who: str):
+    """The rows with ``flag`` set among ``n_rows`` fresh teacher tracks of ``species`` (the training spectrum),
+    row numbers from ``first0`` on: (kinematic features [n, 4], ``columns`` [n, len(columns)] as float32)."""
+    kin, val = [], []
+    for smp, out in _teacher_chunks(species, n_rows, first0, seed, chunk, who):
         m = np.asarray(out[flag], bool)
         kin.append(kinematic_features(smp["p"][m], smp["eta"][m], smp["nTracks"][m], smp["charge"][m]))
         val.append(np.stack([np.asarray(out[c])[m] for c in columns], 1).astype(np.float32))
@@ -192,22 +197,16 @@ def teacher_global_rows(species: str, n_rows: int, seed: int = 20240607, chunk: 
     the tests (< 1e10).  Returns the :func:`columns_for` dict of these rows (unit weights) plus
     ``simulated`` and ``first_row``."""
     from algorithms.pid.teacher.probnn import ProbNN
-    from algorithms.pid.teacher.sampling import SPECIES_PDG
-    from framework.random import RandomStreams
-    from models.training.pid.make_teacher_samples import SPECIES as WRITER_SPECIES, make_chunk, to_branches
+    from models.training.pid.make_teacher_samples import to_branches
 
-    if species not in WRITER_SPECIES or species not in SPECIES_PDG:
-        raise ValueError(f"teacher_global_rows: unknown species {species!r}; expected one of {WRITER_SPECIES}")
+    if n_rows <= 0:
+        raise ValueError(f"teacher_global_rows: n_rows must be positive, got {n_rows}")
     first0 = GLOBAL_EXTRA_ROWS_BASE + _species_offset(species) if first_row is None else int(first_row)
-    key = RandomStreams(seed, 0, "PIDTeacher").key_for(0)
-    fr = np.array([1.0 if x == species else 0.0 for x in WRITER_SPECIES])
-    probnn = ProbNN.default()
     parts = []
-    for first in range(0, n_rows, chunk):
-        n = min(chunk, n_rows - first)
-        b = to_branches(*make_chunk(first0 + first, n, fr, seed, key, probnn))
-        b["weight"] = np.ones(n)
-        parts.append(columns_for(b, np.arange(n)))
+    for smp, out in _teacher_chunks(species, n_rows, first0, seed, chunk, "teacher_global_rows", ProbNN.default()):
+        b = to_branches(smp, out)
+        b["weight"] = np.ones(b["p"].shape[0])
+        parts.append(columns_for(b, np.arange(b["p"].shape[0])))
     out = {k: np.concatenate([q[k] for q in parts]) for k in parts[0]}
     return {**out, "simulated": int(n_rows), "first_row": int(first0)}
 
