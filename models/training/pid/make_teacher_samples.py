@@ -36,12 +36,16 @@ def species_for_rows(rows, fractions, seed):
     return np.array([SPECIES_PDG[s] for s in SPECIES], dtype=np.int64)[idx]
 
 
+def respond(s, key, probnn):
+    """The teacher's outputs for the tracks ``s`` (a :func:`sample_tracks` dict) with the random key ``key``."""
+    return teacher_response(s["pid"], s["p"], s["x"], s["y"], s["z"], s["tx"], s["ty"], s["charge"], s["nTracks"],
+                            s["prod_z"], s["event"], s["index"], key, eta=s["eta"], probnn=probnn)
+
+
 def make_chunk(first_row, n, fractions, seed, key, probnn):
     rows = np.arange(first_row, first_row + n, dtype=np.int64)
     s = sample_tracks(n, species_for_rows(rows, fractions, seed), seed=seed, first_row=first_row)
-    out = teacher_response(s["pid"], s["p"], s["x"], s["y"], s["z"], s["tx"], s["ty"], s["charge"], s["nTracks"],
-                           s["prod_z"], s["event"], s["index"], key, eta=s["eta"], probnn=probnn)
-    return s, out
+    return s, respond(s, key, probnn)
 
 
 def to_branches(s, out):

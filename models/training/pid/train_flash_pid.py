@@ -680,26 +680,22 @@ def teacher_baseline(path, d, va, ref, kin, w, nt_edges, replicas) -> dict:
 
     from algorithms.pid.teacher.probnn import ProbNN
     from algorithms.pid.teacher.sampling import sample_tracks
-    from algorithms.pid.teacher.teacher import teacher_response
     from framework.random import RandomStreams
 
-    from .make_teacher_samples import species_for_rows, to_branches
+    from .make_teacher_samples import respond, species_for_rows, to_branches
 
     try:
         with uproot.open(path) as f:
             prov = json.loads(str(f["provenance"]))
         seed, fractions = int(prov["seed"]), np.asarray(prov["fractions"], np.float64)
-    except Exception as e:   # calibration files have no teacher provenance
+    except (OSError, KeyError, ValueError, TypeError) as e:   # e.g. calibration files: no teacher provenance
         return {"available": False, "why": f"no teacher provenance in {path}: {type(e).__name__}: {e}"}
     rows = np.asarray(va, np.int64)
     t = sample_tracks(0, species_for_rows(rows, fractions, seed), seed=seed, rows=rows)
     probnn = ProbNN.default()
 
     def teacher(key):
-        b = to_branches(t, teacher_response(t["pid"], t["p"], t["x"], t["y"], t["z"], t["tx"], t["ty"], t["charge"],
-                                            t["nTracks"], t["prod_z"], t["event"], t["index"], key, eta=t["eta"],
-                                            probnn=probnn))
-        return teacher_on_rows(b, slice(None))
+        return teacher_on_rows(to_branches(t, respond(t, key, probnn)), slice(None))
 
     again = teacher(RandomStreams(seed, 0, "PIDTeacher").key_for(0))
     bad = [c for c in ref if not np.array_equal(np.asarray(again[c], np.float32), np.asarray(ref[c], np.float32))]
@@ -953,7 +949,7 @@ def sample_description(path) -> str:
     return str(path)
 
 
-TECHNIQUE = ("RICH (--rich-model ar, K and p since issue 6's eighth round): autoregressive conditional histograms -- "
+TECHNIQUE = ("RICH (--rich-model ar; K and p since issue 6's eighth round, e and mu since the ninth): autoregressive conditional histograms -- "
              "DLLK, DLLp - DLLK, DLLe, DLLmu in turn, each from 64 bins of its (momentum, eta) group's marginal CDF "
              "(0.11-sigma bins in the tails) with logits from an MLP of the kinematics and the values already "
              "generated, values from the group's quantile tables with the point masses exact, tables recalibrated "
