@@ -666,11 +666,13 @@ def rate_table(ref, gens, kin, w, nt_edges):
     return results
 
 
-def teacher_baseline(path, d, va, ref, kin, w, nt_edges, replicas) -> dict:
+def teacher_baseline(path, d, va, ref, kin, w, nt_edges, replicas, stream_sets=1) -> dict:
     """What a perfect model scores on the same criterion: the teacher itself, run again on the held-out
     rows' own tracks with ``replicas`` independent random streams, in place of the flash replicas
     (:func:`rate_table` against the same reference rows).  The reference's own fluctuations fail some
-    bins for any model; this is the figure to compare ``rates_all_bins_pass`` with.  Teacher samples
+    bins for any model; this is the figure to compare ``rates_all_bins_pass`` with.  ``stream_sets`` > 1:
+    the score again with further sets of ``replicas`` independent streams (the spread of the score
+    between draws; the flash's is in ``rates_all_bins_pass_streams``).  Teacher samples
     only: the tracks are regenerated from the file's provenance (seed, species fractions; row r of the
     file is row r of the writer), and the teacher with the file's key must reproduce the reference
     exactly, otherwise the baseline is reported as not available."""
@@ -702,15 +704,28 @@ def teacher_baseline(path, d, va, ref, kin, w, nt_edges, replicas) -> dict:
     if bad:
         return {"available": False, "why": f"the teacher does not reproduce the sample's {bad[:3]} (teacher changed "
                                            "since the sample was written?)"}
-    gens = [teacher(RandomStreams(seed + 7919 * (r + 1), 0, "PIDTeacher").key_for(0)) for r in range(replicas)]
-    rt = rate_table(ref, gens, kin, w, nt_edges)
-    return {"available": True,
-            "method": f"the teacher on the held-out rows' own tracks, {replicas} independent random streams, "
-                      "against the same reference rows and criteria",
-            "rates_all_bins_pass": int(sum(v["bins_pass"] for v in rt.values())),
-            "rates_all_bins": int(sum(v["bins"] for v in rt.values())),
-            "bins_fail": {k: v["bins"] - v["bins_pass"] for k, v in rt.items() if v["bins_pass"] < v["bins"]},
-            "chi2": round(sum(v["chi2"] for v in rt.values()), 1)}
+    tables = [rate_table(ref, [teacher(RandomStreams(seed + 7919 * (k * replicas + r + 1), 0, "PIDTeacher").key_for(0))
+                               for r in range(replicas)], kin, w, nt_edges) for k in range(max(1, stream_sets))]
+    rt = tables[0]
+    out = {"available": True,
+           "method": f"the teacher on the held-out rows' own tracks, {replicas} independent random streams, "
+                     "against the same reference rows and criteria",
+           "rates_all_bins_pass": int(sum(v["bins_pass"] for v in rt.values())),
+           "rates_all_bins": int(sum(v["bins"] for v in rt.values())),
+           "bins_fail": {k: v["bins"] - v["bins_pass"] for k, v in rt.items() if v["bins_pass"] < v["bins"]},
+           "chi2": round(sum(v["chi2"] for v in rt.values()), 1)}
+    if len(tables) > 1:
+        out["rates_all_bins_pass_streams"] = pass_over_streams(tables)
+    return out
+
+
+def pass_over_streams(tables) -> dict:
+    """The bins passed with each set of independent random streams (a list of :func:`rate_table` results,
+    the first the card's own): the score's spread between draws, so that two scores are compared with
+    their noise (the reference rows are the same in every set)."""
+    n = [int(sum(v["bins_pass"] for v in t.values())) for t in tables]
+    return {"stream_sets": len(n), "bins_pass": n, "mean": round(float(np.mean(n)), 2),
+            "std": round(float(np.std(n, ddof=1)), 2)}
 
 
 #: point masses of the RICH DLLs checked in validation: (name, function of the output dict) on hasRich rows
@@ -772,8 +787,13 @@ def validate_species(models, d, va, s, a, probs_fn=None) -> dict:
     out["rates"] = {k: {kk: vv for kk, vv in v.items() if kk != "rows"} for k, v in rates.items()}
     out["rates_all_bins_pass"] = int(sum(v["bins_pass"] for v in rates.values()))
     out["rates_all_bins"] = int(sum(v["bins"] for v in rates.values()))
+    if a.validation_streams > 1:   # the flash replicas again with further sets of noise streams
+        more = [rate_table(ref, [flash_on_rows(models, si, d, va, replica=k * a.replicas + r) for r in range(a.replicas)],
+                           kin, w, nt_edges) for k in range(1, a.validation_streams)]
+        out["rates_all_bins_pass_streams"] = pass_over_streams([rates] + more)
     if not weighted and not a.species_name:
-        out["teacher_baseline"] = teacher_baseline(a.input, d, va, ref, kin, w, nt_edges, a.replicas)
+        out["teacher_baseline"] = teacher_baseline(a.input, d, va, ref, kin, w, nt_edges, a.replicas,
+                                                   stream_sets=a.validation_streams)
     out["rich_point_masses"] = point_mass_table(ref, gens, kin, w)
     # classifier two-sample AUC of the joint outputs, with the kinematics as extra features
     if weighted:
@@ -1146,6 +1166,10 @@ def parse_args(argv):
                     help="warm start: initialise each model from {kind}_{species}.pt in this folder when present "
                          "(e.g. the --save-state of a training on an earlier teacher sample)")
     ap.add_argument("--replicas", type=int, default=3, help="flash replicas per validation row")
+    ap.add_argument("--validation-streams", type=int, default=5,
+                    help="score the (bin, cut) criteria again with this many sets of independent noise streams "
+                         "(flash replicas and the teacher baseline; the first set is the card's own): the mean "
+                         "and spread of the bins passed (1: the first set only)")
     ap.add_argument("--c2st-rows", type=int, default=30_000)
     ap.add_argument("--bench", action="store_true", help="measure µs per long track of FlashPID and exit")
     ap.add_argument("--bench-tracks", type=int, default=100_000)
@@ -1205,8 +1229,12 @@ def main(argv=None):
         report[s] = {"validation": validation, "rates": rates}
         v = validation
         tb = v.get("teacher_baseline", {})
+        ms = lambda x: (f", mean {x['mean']} +- {x['std']} over {x['stream_sets']} stream sets"  # noqa: E731
+                        if x else "")
         log(f"   {s}: c2st {v.get('c2st')}  bins pass {v['rates_all_bins_pass']}/{v['rates_all_bins']}"
-            + (f" (the teacher itself: {tb['rates_all_bins_pass']})" if tb.get("available") else "")
+            + ms(v.get("rates_all_bins_pass_streams"))
+            + (f" (the teacher itself: {tb['rates_all_bins_pass']}{ms(tb.get('rates_all_bins_pass_streams'))})"
+               if tb.get("available") else "")
             + f"  ({time.time() - t0:.0f}s)")
         log("     c2st blocks: " + "  ".join(f"{k[5:]} {v[k]['auc']}" for k in v if k.startswith("c2st_")
                                                and isinstance(v[k], dict) and "auc" in v[k]))
