@@ -383,6 +383,24 @@ def test_global_extra_tracks_enter_the_globalpid_training_and_card(tmp_path):
     assert ModelSvc(threads=1).load(out / "testpid_globalpid_K.onnx") is not None
 
 
+def test_ismuon_extra_tracks_enter_the_classifier_training_and_card(tmp_path):
+    """--ismuon-extra-tracks N: the (hasRich, InMuonAcc, isMuon) classifier is trained on the sample's
+    training rows plus the classes of N fresh teacher tracks (rows from 6e12 + species * 1e10), the card
+    records them, and the validation keeps the held-out rows of the sample."""
+    from models.training.pid.train_flash_pid import main
+
+    out, args = _tiny_kaon_training(tmp_path)
+    assert main(args + ["--kinds", "ismuon,rich,muon,globalpid", "--ismuon-extra-tracks", "1200"]) == 0
+    card = yaml.safe_load((out / "testpid_ismuon_K.yaml").read_text())
+    ex = card["training"]["settings"]["extra_rows"]
+    assert ex["simulated_tracks"] == 1200 and ex["rows"] == 1200
+    assert "6.03e+12 = 6e12 + species * 1e10" in ex["source"]
+    assert card["validation"]["rows"] == card["training"]["rows_validation"] < 1000
+    assert "--ismuon-extra-tracks 1200" in card["training"]["command"]
+    # only the classifier's card: the other models did not get these rows
+    assert "extra_rows" not in yaml.safe_load((out / "testpid_globalpid_K.yaml").read_text())["training"]["settings"]
+
+
 def test_rich_extra_tracks_enter_the_rich_training_and_card(tmp_path):
     """--rich-extra-tracks N on a tiny teacher file: the RICH flow is trained (and recalibrated) on the
     sample's hasRich training rows plus the hasRich rows of N fresh teacher tracks, the card records them,

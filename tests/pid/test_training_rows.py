@@ -38,6 +38,26 @@ def test_teacher_global_rows_are_the_teachers_rows_with_its_probnn():
     assert teacher_global_rows("p", 5, seed=seed)["first_row"] == GLOBAL_EXTRA_ROWS_BASE + WRITER_SPECIES.index("p") * 10**10
     assert GLOBAL_EXTRA_ROWS_BASE >= RICH_EXTRA_ROWS_BASE + len(WRITER_SPECIES) * 10**10
     assert GLOBAL_EXTRA_ROWS_BASE + len(WRITER_SPECIES) * 10**10 <= 6 * 10**12
+    # the classifier's extra rows (--ismuon-extra-tracks): the same rows from 6e12 + species * 1e10 on
+    from models.training.pid.flash_common import ISMUON_EXTRA_ROWS_BASE
+
+    rc = teacher_global_rows("p", 5, seed=seed, base=ISMUON_EXTRA_ROWS_BASE)
+    assert rc["first_row"] == 6 * 10**12 + WRITER_SPECIES.index("p") * 10**10
+    assert ISMUON_EXTRA_ROWS_BASE >= GLOBAL_EXTRA_ROWS_BASE + len(WRITER_SPECIES) * 10**10
+    assert set(rc["classes"].tolist()) <= set(range(6))
+
+
+def test_extra_teacher_rows_are_refused_for_calibration_files():
+    """Every option that simulates teacher rows names itself when given a calibration file."""
+    import argparse
+
+    from models.training.pid.train_flash_pid import require_teacher_sample
+
+    require_teacher_sample(argparse.Namespace(weight_branch=None, species_name=None), "--x")   # teacher file: fine
+    for ns in (argparse.Namespace(weight_branch="sw", species_name=None),
+               argparse.Namespace(weight_branch=None, species_name="K")):
+        with pytest.raises(SystemExit, match="--ismuon-extra-tracks simulates teacher rows"):
+            require_teacher_sample(ns, "--ismuon-extra-tracks")
 
 
 def test_teacher_baseline_is_the_teacher_against_its_own_sample(tmp_path):

@@ -185,8 +185,12 @@ def teacher_rich_rows(species: str, n_rows: int, seed: int = 20240607, chunk: in
 GLOBAL_EXTRA_ROWS_BASE = 5 * 10**12
 
 
+#: first row of the classifier's extra rows (--ismuon-extra-tracks: teacher_global_rows(base=...))
+ISMUON_EXTRA_ROWS_BASE = 6 * 10**12
+
+
 def teacher_global_rows(species: str, n_rows: int, seed: int = 20240607, chunk: int = 200_000,
-                        first_row: int | None = None) -> dict:
+                        first_row: int | None = None, base: int = GLOBAL_EXTRA_ROWS_BASE) -> dict:
     """Extra training rows of one species for the GlobalPID model (``--global-extra-tracks``): ``n_rows``
     fresh teacher tracks of the species (the training spectrum), all of them, with the teacher's ProbNN
     (``ProbNN.default()``, as in the sample).  The rare ProbNN cuts (mis-ID rates of 0.2-2 %) leave a
@@ -194,14 +198,15 @@ def teacher_global_rows(species: str, n_rows: int, seed: int = 20240607, chunk: 
     down the boundary of a deterministic function.  Row numbers start at 5e12 + species * 1e10
     (``first_row`` overrides, for tests), disjoint from the sample (row 0 on), the ProbNN fit (1e12),
     the muon-enriched rows (2e12), the fresh MUON check rows (3e12), the RICH extra rows (4e12) and
-    the tests (< 1e10).  Returns the :func:`columns_for` dict of these rows (unit weights) plus
-    ``simulated`` and ``first_row``."""
+    the tests (< 1e10).  ``base``: the start of the range (the classifier's extra rows for
+    ``--ismuon-extra-tracks`` use ISMUON_EXTRA_ROWS_BASE = 6e12 + species * 1e10).  Returns the
+    :func:`columns_for` dict of these rows (unit weights) plus ``simulated`` and ``first_row``."""
     from algorithms.pid.teacher.probnn import ProbNN
     from models.training.pid.make_teacher_samples import to_branches
 
     if n_rows <= 0:
         raise ValueError(f"teacher_global_rows: n_rows must be positive, got {n_rows}")
-    first0 = GLOBAL_EXTRA_ROWS_BASE + _species_offset(species) if first_row is None else int(first_row)
+    first0 = int(base) + _species_offset(species) if first_row is None else int(first_row)
     parts = []
     for smp, out in _teacher_chunks(species, n_rows, first0, seed, chunk, "teacher_global_rows", ProbNN.default()):
         b = to_branches(smp, out)

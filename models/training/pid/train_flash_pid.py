@@ -157,12 +157,21 @@ def train_species(d, s, a, out_dir: Path):
     clf = M["ClassifierNet"](loc, scale, hidden=a.clf_hidden)
     if "ismuon" not in kinds:
         clf = None
-    xT, yT, xV, yV = tt(T["kin"]), torch.as_tensor(T["classes"]), tt(V["kin"]), torch.as_tensor(V["classes"])
+    kC, cC, wC, extra_c = T["kin"], T["classes"], T["w"], None   # the classifier's training rows
+    if clf is not None and a.ismuon_extra_tracks > 0:
+        require_teacher_sample(a, "--ismuon-extra-tracks")
+        from .flash_common import ISMUON_EXTRA_ROWS_BASE, teacher_global_rows
+
+        t1 = time.time()
+        extra_c = teacher_global_rows(s, a.ismuon_extra_tracks, seed=a.teacher_seed, base=ISMUON_EXTRA_ROWS_BASE)
+        kC, cC, wC = (np.concatenate([T[k], extra_c[k]]) for k in ("kin", "classes", "w"))
+        log(f"  [ismuon_{s}] {a.ismuon_extra_tracks} extra teacher tracks ({time.time() - t1:.0f}s)")
+    xT, yT, xV, yV = tt(kC), torch.as_tensor(cC), tt(V["kin"]), torch.as_tensor(V["classes"])
     wV = tt(V["w"])
     ce = torch.nn.functional.cross_entropy
     if clf is not None:
         ws = warm_start(clf, a, "ismuon", s)
-        fig = train_weighted(clf, lambda idx: ce(clf.logits(xT[idx]), yT[idx], reduction="none"), tr.size, T["w"],
+        fig = train_weighted(clf, lambda idx: ce(clf.logits(xT[idx]), yT[idx], reduction="none"), kC.shape[0], wC,
                              lambda: float((ce(clf.logits(xV), yV, reduction="none") * wV).sum() / wV.sum()),
                              seconds=a.seconds_clf, seed=a.seed, threads=threads, max_epochs=a.max_epochs, lr=3e-3,
                              name=f"ismuon_{s}", log=log)
@@ -171,6 +180,13 @@ def train_species(d, s, a, out_dir: Path):
         settings["ismuon"] = {"architecture": f"MLP 4-{a.clf_hidden}-{a.clf_hidden}-6 SiLU, softmax", **fig}
         if ws:
             settings["ismuon"]["warm_start"] = ws
+        if extra_c is not None:
+            settings["ismuon"]["extra_rows"] = {
+                "rows": int(extra_c["w"].shape[0]), "simulated_tracks": extra_c["simulated"],
+                "source": f"fresh teacher tracks of this species, their (hasRich, InMuonAcc, isMuon) class (same "
+                          f"spectrum; row numbers from {extra_c['first_row']:.3g} = 6e12 + species * 1e10, disjoint "
+                          "from the sample), see flash_common.teacher_global_rows; the validation uses the "
+                          "held-out rows of the sample only"}
 
     # -- 2./3. flows -------------------------------------------------------------------------
     rich_ismuon = a.rich_ismuon if "rich" in kinds else (a.recalibrate_only and onnx_n_inputs(paths["rich"]) == 5)
@@ -228,9 +244,7 @@ def train_species(d, s, a, out_dir: Path):
     extra_rich = None
     recal_kinds = set(a.recalibrate_kinds.split(",")) if a.recalibrate_only else set()
     if a.rich_extra_tracks > 0 and ("rich" in kinds or "rich" in recal_kinds):
-        if a.weight_branch or a.species_name:
-            raise SystemExit("--rich-extra-tracks simulates teacher rows: only for teacher samples (no "
-                             "--weight-branch/--species-name calibration files)")
+        require_teacher_sample(a, "--rich-extra-tracks")
         from .flash_common import teacher_rich_rows
 
         t1 = time.time()
@@ -416,9 +430,7 @@ def train_species(d, s, a, out_dir: Path):
         return True
     extra = None
     if a.muon_extra_tracks > 0 and s != "mu" and "muon" in kinds:
-        if a.weight_branch or a.species_name:
-            raise SystemExit("--muon-extra-tracks simulates teacher rows: only for teacher samples (no "
-                             "--weight-branch/--species-name calibration files)")
+        require_teacher_sample(a, "--muon-extra-tracks")
         from .flash_common import teacher_muon_rows
 
         t1 = time.time()
@@ -443,9 +455,7 @@ def train_species(d, s, a, out_dir: Path):
         return paths, settings, info, va
     TG, extra_g = T, None   # the GlobalPID's training rows: the sample's, plus --global-extra-tracks
     if a.global_extra_tracks > 0:
-        if a.weight_branch or a.species_name:
-            raise SystemExit("--global-extra-tracks simulates teacher rows: only for teacher samples (no "
-                             "--weight-branch/--species-name calibration files)")
+        require_teacher_sample(a, "--global-extra-tracks")
         from .flash_common import teacher_global_rows
 
         t1 = time.time()
@@ -589,6 +599,13 @@ def load_models(paths: dict):
 
     svc = ModelSvc(threads=1, conditions_tag=CONDITIONS)
     return {k: svc.load(str(p)) for k, p in paths.items()}
+
+
+def require_teacher_sample(a, option: str) -> None:
+    """Options that simulate extra teacher rows need a teacher sample (not a calibration file)."""
+    if a.weight_branch or a.species_name:
+        raise SystemExit(f"{option} simulates teacher rows: only for teacher samples (no "
+                         "--weight-branch/--species-name calibration files)")
 
 
 def flash_on_rows(models, si, d, rows, replica=0, lamarr_sentinels=True):
@@ -1125,6 +1142,10 @@ def parse_args(argv):
     ap.add_argument("--muon-extra-tracks", type=int, default=0,
                     help="teacher samples only: simulate this many extra tracks per species (not mu) and add "
                          "their isMuon rows to the MUON flow's training rows")
+    ap.add_argument("--ismuon-extra-tracks", type=int, default=0,
+                    help="classifier: simulate this many fresh teacher tracks of the species (row numbers from "
+                         "6e12 + species * 1e10) and add their (hasRich, InMuonAcc, isMuon) classes to its training "
+                         "rows (teacher samples only)")
     ap.add_argument("--global-extra-tracks", type=int, default=0,
                     help="GlobalPID: simulate this many fresh teacher tracks of the species (row numbers from 5e12 + "
                          "species * 1e10) and add them to its training rows (teacher samples only)")
