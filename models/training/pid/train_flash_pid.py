@@ -181,12 +181,9 @@ def train_species(d, s, a, out_dir: Path):
         if ws:
             settings["ismuon"]["warm_start"] = ws
         if extra_c is not None:
-            settings["ismuon"]["extra_rows"] = {
-                "rows": int(extra_c["w"].shape[0]), "simulated_tracks": extra_c["simulated"],
-                "source": f"fresh teacher tracks of this species, their (hasRich, InMuonAcc, isMuon) class (same "
-                          f"spectrum; row numbers from {extra_c['first_row']:.3g} = 6e12 + species * 1e10, disjoint "
-                          "from the sample), see flash_common.teacher_global_rows; the validation uses the "
-                          "held-out rows of the sample only"}
+            settings["ismuon"]["extra_rows"] = extra_rows_block(
+                extra_c, ", their (hasRich, InMuonAcc, isMuon) class", "6e12",
+                "the validation uses the held-out rows of the sample only")
 
     # -- 2./3. flows -------------------------------------------------------------------------
     rich_ismuon = a.rich_ismuon if "rich" in kinds else (a.recalibrate_only and onnx_n_inputs(paths["rich"]) == 5)
@@ -506,12 +503,9 @@ def train_species(d, s, a, out_dir: Path):
     if ws:
         settings["globalpid"]["warm_start"] = ws
     if extra_g is not None:
-        settings["globalpid"]["extra_rows"] = {
-            "rows": int(extra_g["w"].shape[0]), "simulated_tracks": extra_g["simulated"],
-            "source": f"fresh teacher tracks of this species with the teacher's ProbNN (same spectrum; row numbers "
-                      f"from {extra_g['first_row']:.3g} = 5e12 + species * 1e10, disjoint from the sample), see "
-                      "flash_common.teacher_global_rows; the noise scale is chosen and the validation done on the "
-                      "sample's own training and held-out rows"}
+        settings["globalpid"]["extra_rows"] = extra_rows_block(
+            extra_g, " with the teacher's ProbNN", "5e12",
+            "the noise scale is chosen and the validation done on the sample's own training and held-out rows")
     return paths, settings, info, va
 
 
@@ -599,6 +593,14 @@ def load_models(paths: dict):
 
     svc = ModelSvc(threads=1, conditions_tag=CONDITIONS)
     return {k: svc.load(str(p)) for k, p in paths.items()}
+
+
+def extra_rows_block(extra: dict, what: str, base: str, note: str) -> dict:
+    """A card's ``settings.extra_rows`` for rows from ``flash_common.teacher_global_rows``."""
+    return {"rows": int(extra["w"].shape[0]), "simulated_tracks": extra["simulated"],
+            "source": f"fresh teacher tracks of this species{what} (same spectrum; row numbers from "
+                      f"{extra['first_row']:.3g} = {base} + species * 1e10, disjoint from the sample), see "
+                      f"flash_common.teacher_global_rows; {note}"}
 
 
 def require_teacher_sample(a, option: str) -> None:
