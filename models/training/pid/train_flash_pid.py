@@ -729,7 +729,7 @@ def teacher_baseline(path, d, va, ref, kin, w, nt_edges, replicas, stream_sets=1
     out = {"available": True,
            "method": f"the teacher on the held-out rows' own tracks, {replicas} independent random streams, "
                      "against the same reference rows and criteria",
-           "rates_all_bins_pass": int(sum(v["bins_pass"] for v in rt.values())),
+           "rates_all_bins_pass": bins_passed(rt),
            "rates_all_bins": int(sum(v["bins"] for v in rt.values())),
            "bins_fail": {k: v["bins"] - v["bins_pass"] for k, v in rt.items() if v["bins_pass"] < v["bins"]},
            "chi2": round(sum(v["chi2"] for v in rt.values()), 1)}
@@ -738,11 +738,16 @@ def teacher_baseline(path, d, va, ref, kin, w, nt_edges, replicas, stream_sets=1
     return out
 
 
+def bins_passed(table) -> int:
+    """The (bin, cut) pairs that pass in a :func:`rate_table` result, all cuts together."""
+    return int(sum(v["bins_pass"] for v in table.values()))
+
+
 def pass_over_streams(tables) -> dict:
     """The bins passed with each set of independent random streams (a list of :func:`rate_table` results,
     the first the card's own): the score's spread between draws, so that two scores are compared with
     their noise (the reference rows are the same in every set)."""
-    n = [int(sum(v["bins_pass"] for v in t.values())) for t in tables]
+    n = [bins_passed(t) for t in tables]
     return {"stream_sets": len(n), "bins_pass": n, "mean": round(float(np.mean(n)), 2),
             "std": round(float(np.std(n, ddof=1)), 2)}
 
@@ -804,7 +809,7 @@ def validate_species(models, d, va, s, a, probs_fn=None) -> dict:
                        "rate <= 0.2 (mis-ID): <= max(10 % relative, 2 sigma); sigma = combined statistical error",
            "binning": {"p_GeV": list(P_EDGES_GEV), "eta": list(ETA_EDGES), "nTracks": [float(x) for x in nt_edges]}}
     out["rates"] = {k: {kk: vv for kk, vv in v.items() if kk != "rows"} for k, v in rates.items()}
-    out["rates_all_bins_pass"] = int(sum(v["bins_pass"] for v in rates.values()))
+    out["rates_all_bins_pass"] = bins_passed(rates)
     out["rates_all_bins"] = int(sum(v["bins"] for v in rates.values()))
     if a.validation_streams > 1:   # the flash replicas again with further sets of noise streams
         more = [rate_table(ref, [flash_on_rows(models, si, d, va, replica=k * a.replicas + r) for r in range(a.replicas)],
