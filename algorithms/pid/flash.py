@@ -114,7 +114,7 @@ def check_pid_card(model, kind: str, species: str, where: str = "FlashPID"):
 
 
 def flash_pid_response(models, species, p, eta, ntracks, charge, events, keys, stream_keys,
-                       lamarr_muon_sentinels: bool = True) -> dict:
+                       lamarr_muon_sentinels: bool = True, given: dict | None = None) -> dict:
     """Flash PID of a set of long tracks.
 
     models        {species index 0..4: {"ismuon"|"rich"|"muon"|"globalpid": model with .run(x, noise)}}
@@ -122,6 +122,10 @@ def flash_pid_response(models, species, p, eta, ntracks, charge, events, keys, s
     p, eta, ntracks, charge   [N] track momentum [MeV], pseudorapidity, event nTracks, charge
     events, keys  [N] counter-RNG keys (global event number, track key)
     stream_keys   {kind: uint64 key} (one independent stream per model)
+    given         optional stage outputs used in place of the models' (diagnostics: which model a
+                  difference comes from), arrays over all N tracks: "flags" (hasRich, InMuonAcc,
+                  isMuon), "rich" [N, 4] (RichDLLe, mu, K, p), "muon" [N, 2] (MuonMuLL, MuonBkgLL);
+                  rows without RICH / isMuon must hold the sentinels
     Returns {column: array [N]} with PROTO_FLOAT_COLUMNS (float32) and PROTO_BOOL_COLUMNS (bool),
     plus "modelled" (bool: the track got PID from a model).
     """
@@ -140,15 +144,22 @@ def flash_pid_response(models, species, p, eta, ntracks, charge, events, keys, s
         modelled[rows] = True
         ev, ix, kin = events[rows], keys[rows], kin_all[rows]
         m = rows.size
-        probs = mods["ismuon"].run(kin)
-        has_rich, in_acc, is_mu = decode_classes(probs, draw_uniform(stream_keys["ismuon"], ev, ix))
+        if given and "flags" in given:
+            has_rich, in_acc, is_mu = (np.asarray(f, dtype=bool)[rows] for f in given["flags"])
+        else:
+            probs = mods["ismuon"].run(kin)
+            has_rich, in_acc, is_mu = decode_classes(probs, draw_uniform(stream_keys["ismuon"], ev, ix))
         rich = np.full((m, 4), NO_RICH, dtype=np.float32)
-        if has_rich.any():
+        if given and "rich" in given:
+            rich[:] = np.asarray(given["rich"], dtype=np.float32)[rows]
+        elif has_rich.any():
             r = np.flatnonzero(has_rich)
             xr = with_ismuon(kin[r], is_mu[r] if rich_inputs_of(mods["rich"].input_names) else None)
             rich[r] = mods["rich"].run(xr, draw_normal(stream_keys["rich"], ev[r], ix[r], len(RICH_OUTPUTS)))
         muon = np.full((m, 2), NO_MUON, dtype=np.float32)
-        if is_mu.any():
+        if given and "muon" in given:
+            muon[:] = np.asarray(given["muon"], dtype=np.float32)[rows]
+        elif is_mu.any():
             r = np.flatnonzero(is_mu)
             muon[r] = mods["muon"].run(kin[r], draw_normal(stream_keys["muon"], ev[r], ix[r], len(MUON_OUTPUTS)))
         g = mods["globalpid"].run(globalpid_features(kin, rich, is_mu, muon, has_rich, in_acc),

@@ -1,5 +1,6 @@
 """Extra training rows simulated with the teacher (models/training/pid/flash_common.py): they must be
 the teacher's own rows of the species, at row numbers no sample, fit or test uses.  No torch needed."""
+import json
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,9 @@ def test_teacher_baseline_is_the_teacher_against_its_own_sample(tmp_path):
     assert b["rates_all_bins"] > 50
     assert b["rates_all_bins_pass"] >= 0.9 * b["rates_all_bins"]
     assert "rates_all_bins_pass_streams" not in b            # one set of streams: no spread to report
+    gi = b["given_inputs"]                                  # hidden track variables redrawn per replica
+    assert gi["rates_all_bins"] == b["rates_all_bins"] and gi["rates_all_bins_pass"] >= 0.85 * gi["rates_all_bins"]
+    assert "phi" in gi["method"] and "rates_all_bins_pass_streams" not in gi
     # further independent stream sets: the first set is the one above, each set is the teacher again
     b4 = teacher_baseline(path, d, va, ref, kin, w, ntracks_edges(d), 2, stream_sets=4)
     st = b4["rates_all_bins_pass_streams"]
@@ -89,6 +93,8 @@ def test_teacher_baseline_is_the_teacher_against_its_own_sample(tmp_path):
     assert all(n >= 0.9 * b["rates_all_bins"] for n in st["bins_pass"])
     assert st["mean"] == pytest.approx(np.mean(st["bins_pass"]), abs=0.01)
     assert st["std"] == pytest.approx(np.std(st["bins_pass"], ddof=1), abs=0.01)
+    gst = b4["given_inputs"]["rates_all_bins_pass_streams"]
+    assert gst["stream_sets"] == 4 and gst["bins_pass"][0] == gi["rates_all_bins_pass"]
     # a reference the teacher does not reproduce (here: one value changed) gets no baseline
     ref2 = dict(ref, PIDK=np.where(np.arange(va.size) == 7, 99.0, ref["PIDK"]))
     b2 = teacher_baseline(path, d, va, ref2, kin, w, ntracks_edges(d), 2)
@@ -101,6 +107,34 @@ def test_teacher_baseline_is_the_teacher_against_its_own_sample(tmp_path):
         f.mktree("T", {"p": np.float32})
     b3 = teacher_baseline(other, d, va, ref, kin, w, ntracks_edges(d), 2)
     assert not b3["available"] and "provenance" in b3["why"]
+
+
+def test_hidden_stream_redraws_only_the_variables_the_flash_is_not_given():
+    """sample_tracks(hidden_stream=k): the rows' p, eta, charge, nTracks and species, with the azimuth and
+    the origin z0 from stream k (reproducible, distributed as the rows' own); the teacher's hasRich on
+    such tracks is a new draw from the same rate (it depends on the direction, not on the inputs alone)."""
+    from scipy import stats
+
+    from algorithms.pid.teacher.probnn import ProbNN
+    from algorithms.pid.teacher.sampling import sample_tracks
+    from models.training.pid.make_teacher_samples import respond, to_branches
+
+    rows = np.arange(5_000, 45_000)
+    a = sample_tracks(0, "pi", seed=5, rows=rows)
+    b = sample_tracks(0, "pi", seed=5, rows=rows, hidden_stream=3)
+    for k in ("p", "eta", "charge", "nTracks", "pid", "event", "index"):
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert np.all(a["phi"] != b["phi"]) and np.all(a["z"] != b["z"])
+    np.testing.assert_array_equal(b["phi"], sample_tracks(0, "pi", seed=5, rows=rows, hidden_stream=3)["phi"])
+    assert np.all(b["phi"] != sample_tracks(0, "pi", seed=5, rows=rows, hidden_stream=4)["phi"])
+    np.testing.assert_allclose(np.hypot(a["tx"], a["ty"]), np.hypot(b["tx"], b["ty"]), rtol=1e-12)
+    assert stats.ks_2samp(a["phi"], b["phi"]).pvalue > 1e-3 and stats.ks_2samp(a["z"], b["z"]).pvalue > 1e-3
+    key, probnn = np.uint64(12345), ProbNN.default()
+    ha = to_branches(a, respond(a, key, probnn))["hasRich"].astype(bool)
+    hb = to_branches(b, respond(b, key, probnn))["hasRich"].astype(bool)
+    assert (ha != hb).sum() > 100                            # the flag depends on the redrawn direction
+    pa, pb = ha.mean(), hb.mean()
+    assert abs(pa - pb) < 4 * np.sqrt(2 * pa * (1 - pa) / rows.size)   # same rate given the inputs
 
 
 def test_validation_scores_the_flash_with_further_noise_streams(tmp_path):
@@ -125,6 +159,7 @@ def test_validation_scores_the_flash_with_further_noise_streams(tmp_path):
     st = v["rates_all_bins_pass_streams"]
     assert st["stream_sets"] == 3 and st["bins_pass"][0] == v["rates_all_bins_pass"]
     assert v["teacher_baseline"]["rates_all_bins_pass_streams"]["stream_sets"] == 3
+    assert v["teacher_baseline"]["given_inputs"]["rates_all_bins_pass_streams"]["stream_sets"] == 3
     # the second set is replicas 2, 3: independent of the first set's replicas 0, 1
     g1 = flash_on_rows(models, 2, d, va, replica=1)["RichDLLK"]
     g2 = flash_on_rows(models, 2, d, va, replica=2)["RichDLLK"]
@@ -134,3 +169,60 @@ def test_validation_scores_the_flash_with_further_noise_streams(tmp_path):
                      "--c2st-rows", "2000"])
     v1, _ = validate_species(models, d, va, "pi", a1)
     assert "rates_all_bins_pass_streams" not in v1 and v1["rates_all_bins_pass"] == v["rates_all_bins_pass"]
+
+
+def test_attribution_replaces_one_teacher_stage_at_a_time(tmp_path):
+    """models.training.pid.attribution: the validation's score with the teacher's outputs replaced stage by
+    stage by the flash models'.  Its end points are the validation's own figures (the teacher baselines and
+    the flash), the stages that keep the teacher's flags reproduce them exactly, and flash_pid_response(given=)
+    feeds the given stage outputs to the next models."""
+    from algorithms.pid.features import MODEL_KINDS, globalpid_features, kinematic_features
+    from algorithms.pid.flash import draw_normal
+    from models.training.pid.attribution import STAGES, attribution, format_table, main, teacher_stage_outputs
+    from models.training.pid.flash_common import load_sample
+    from models.training.pid.make_teacher_samples import main as make_main
+    from models.training.pid.train_flash_pid import (TeacherReplicas, flash_on_rows, load_models, ntracks_edges,
+                                                     rate_table, teacher_baseline, teacher_on_rows)
+
+    path = tmp_path / "teacher_K.root"
+    assert make_main(["--output", str(path), "--n", "8000", "--fractions", "0,0,0,1,0", "--chunk", "8000",
+                      "--seed", "79"]) == 0
+    d = load_sample(path)
+    va = np.arange(0, 8000, 2)
+    models = load_models({k: MODELS / f"pid2016_{k}_K.onnx" for k in MODEL_KINDS})
+    res = attribution(models, d, va, "K", path, replicas=2, sets=2)
+    st = res["stages"]
+    assert list(st) == list(STAGES) and res["rows"] == va.size
+    ref = teacher_on_rows(d, va)
+    kin = np.stack([d["p"][va], d["eta"][va], d["nTracks"][va]], 1).astype(np.float64)
+    w, nt = d["weight"][va], ntracks_edges(d)
+    b = teacher_baseline(path, d, va, ref, kin, w, nt, 2, stream_sets=2)
+    assert st["teacher"]["bins"] - st["teacher"]["fails"] == b["rates_all_bins_pass_streams"]["mean"]
+    gi = b["given_inputs"]["rates_all_bins_pass_streams"]["mean"]
+    assert st["teacher|inputs"]["bins"] - st["teacher|inputs"]["fails"] == gi
+    flash = [rate_table(ref, [flash_on_rows(models, 3, d, va, replica=k * 2 + r) for r in range(2)], kin, w, nt)
+             for k in range(2)]
+    assert st["flash"]["fails"] == pytest.approx(np.mean([sum(v["bins"] - v["bins_pass"] for v in t.values())
+                                                          for t in flash]))
+    for stage in ("teacher", "globalpid", "+rich", "+muon"):   # the reference's own flags
+        assert st[stage]["per_cut"]["hasRich"]["chi2"] == 0 and st[stage]["per_cut"]["InMuonAcc"]["chi2"] == 0
+    assert st["flash"]["per_cut"]["hasRich"]["chi2"] > 0 and st["teacher|inputs"]["per_cut"]["hasRich"]["chi2"] > 0
+    assert "added failing pairs" in format_table(res)
+    # given stages: the RICH DLLs are the teacher replica's, the GlobalPID model runs on them
+    t = TeacherReplicas(path, va, ref).run(0)
+    g = teacher_stage_outputs(t)
+    o = flash_on_rows(models, 3, d, va, replica=0, given=g)
+    np.testing.assert_array_equal(o["RichDLLK"], np.asarray(t["RichDLLK"], np.float32))
+    np.testing.assert_array_equal(o["hasRich"], t["hasRich"])
+    o2 = flash_on_rows(models, 3, d, va, replica=0, given={"flags": g["flags"], "muon": g["muon"]})
+    assert not np.array_equal(o2["RichDLLK"], o["RichDLLK"])
+    kf = kinematic_features(d["p"][va], d["eta"][va], d["nTracks"][va], d["charge"][va])
+    gp = models["globalpid"].run(globalpid_features(kf, g["rich"].astype(np.float32), t["isMuon"],
+                                                    g["muon"].astype(np.float32), t["hasRich"], t["InMuonAcc"]),
+                                 draw_normal(np.uint64(0x5EED0000 + 17 * 3), va.astype(np.int64),
+                                             np.zeros(va.size, np.int64), 10))
+    np.testing.assert_allclose(o["PIDK"], gp[:, 1], rtol=1e-6)
+    # the command line: a report per species
+    assert main(["--input", str(path), "--species", "K", "--sets", "1", "--replicas", "2",
+                 "--report", str(tmp_path / "a.json")]) == 0
+    assert set(json.loads((tmp_path / "a.json").read_text())["K"]["stages"]) == set(STAGES)

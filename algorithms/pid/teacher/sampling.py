@@ -92,13 +92,18 @@ def sample_ntracks_flashsim(u, yaml_path: Path | None = NTRACKS_YAML):
 
 
 def sample_tracks(n, species, seed=12345, first_row=0, spectrum: BDecaySpectrum | None = None,
-                  ntracks_yaml: Path | None = NTRACKS_YAML, rows=None):
+                  ntracks_yaml: Path | None = NTRACKS_YAML, rows=None, hidden_stream: int = 0):
     """n rows of teacher inputs; ``species`` is a PDG id, an array of PDG ids, or a name in SPECIES_PDG.
 
     Row r (global row number ``first_row + i``) is its own event with index 0, so any sub-range of a
     sample is reproduced exactly; ``rows`` (global row numbers, then ``n`` = their number and
     ``first_row`` unused) reproduces any subset.  Returns a dict of columns (p, eta, phi, charge, pid,
     nTracks, x, y, z, tx, ty, prod_z, event, index).
+
+    ``hidden_stream`` > 0: the variables a flash model is not conditioned on, the azimuth phi and the
+    origin z0, come from that random stream instead, while p, eta, charge and nTracks stay those of
+    the rows: the same flash inputs with the hidden variables redrawn (the teacher's response to them is
+    then a draw from its distribution given the flash's inputs).  0: the rows' own tracks.
     """
     spectrum = spectrum or BDecaySpectrum()
     if rows is None:
@@ -108,6 +113,8 @@ def sample_tracks(n, species, seed=12345, first_row=0, spectrum: BDecaySpectrum 
         n = rows.size
     rs = RandomStreams(seed, 0, "PIDTeacherSample")
     u = rs.uniform(rows, 0, stream=0, n=7)
+    if hidden_stream:
+        u[:, [2, 5, 6]] = rs.uniform(rows, 0, stream=int(hidden_stream), n=3)
     p = spectrum.p(u[:, 0])
     eta = spectrum.eta(u[:, 1])
     phi = 2.0 * np.pi * u[:, 2] - np.pi

@@ -117,21 +117,29 @@ def save_state(model, a, kind, s):
 # ----------------------------------------------------------------------------------------------
 # training of one species
 # ----------------------------------------------------------------------------------------------
+def training_and_held_out_rows(d, si: int, a):
+    """Row numbers of species ``si`` in the sample ``d``: (training rows, held-out validation rows)."""
+    from .flash_common import split_indices
+
+    rows = np.flatnonzero(d["species"] == si)
+    tr, va = split_indices(rows.size, seed=a.seed + si, validation_fraction=a.validation_fraction)
+    return rows[tr][: a.max_train_rows], rows[va][: a.max_validation_rows]
+
+
 def train_species(d, s, a, out_dir: Path):
     import torch
 
     from .flash_common import (BASIS_KEY, RICH_FLOW_VARIABLES, TieGaussianizer, build_pid_flow, columns_for, export,
                                GlobalPIDPrep, kin_transform_np, make_modules, onnx_n_inputs, onnx_rich_basis,
                                onnx_rich_model, rich_to_flow, set_noise_scale_onnx, set_onnx_metadata,
-                               split_indices, train_weighted)
+                               train_weighted)
 
     M = make_modules()
     si = SPECIES.index(s)
     rows = np.flatnonzero(d["species"] == si)
     if rows.size < 50:
         raise SystemExit(f"species {s}: only {rows.size} rows in the input, cannot train")
-    tr, va = split_indices(rows.size, seed=a.seed + si, validation_fraction=a.validation_fraction)
-    tr, va = rows[tr][: a.max_train_rows], rows[va][: a.max_validation_rows]
+    tr, va = training_and_held_out_rows(d, si, a)
     T, V = columns_for(d, tr), columns_for(d, va)
     rng = np.random.default_rng(a.seed + 100 + si)
     info = {"rows_train": int(tr.size), "rows_validation": int(va.size),
@@ -610,14 +618,16 @@ def require_teacher_sample(a, option: str) -> None:
                          "--weight-branch/--species-name calibration files)")
 
 
-def flash_on_rows(models, si, d, rows, replica=0, lamarr_sentinels=True):
+def flash_on_rows(models, si, d, rows, replica=0, lamarr_sentinels=True, given=None):
+    """The flash chain of species ``si`` on ``rows`` of the sample ``d`` with the noise of ``replica``;
+    ``given``: stage outputs used in place of the models' (``flash_pid_response``)."""
     from algorithms.pid.flash import flash_pid_response
 
     n = rows.size
     keys = {k: np.uint64(0x5EED0000 + 17 * i + 1000 * replica) for i, k in enumerate(MODEL_KINDS)}
     return flash_pid_response({si: models}, np.full(n, si), d["p"][rows], d["eta"][rows], d["nTracks"][rows],
                               d["charge"][rows], rows.astype(np.int64) + (replica << 32), np.zeros(n, np.int64),
-                              keys, lamarr_muon_sentinels=lamarr_sentinels)
+                              keys, lamarr_muon_sentinels=lamarr_sentinels, given=given)
 
 
 def teacher_on_rows(d, rows, lamarr_sentinels=True):
@@ -685,6 +695,58 @@ def rate_table(ref, gens, kin, w, nt_edges):
     return results
 
 
+class TeacherReplicas:
+    """The teacher again on the tracks of held-out rows ``va`` of a teacher sample ``path``: the tracks
+    are regenerated from the file's provenance (seed, species fractions; row r of the file is row r of
+    the writer).  ``run(j)``: the outputs (:func:`teacher_on_rows`) with the teacher's j-th independent
+    random stream (j = 0, 1, ...; the file's own stream is not among them); ``hidden_stream`` > 0: on the
+    same rows with their hidden track variables redrawn (``sample_tracks(hidden_stream=)``).
+    ``why`` is None when the teacher with the file's key reproduces ``ref`` exactly, else the reason
+    (no provenance, e.g. a calibration file; or a teacher changed since the sample was written)."""
+
+    def __init__(self, path, va, ref):
+        import uproot
+
+        from algorithms.pid.teacher.probnn import ProbNN
+        from algorithms.pid.teacher.sampling import sample_tracks
+
+        from .make_teacher_samples import species_for_rows
+
+        self.why = None
+        try:
+            with uproot.open(path) as f:
+                prov = json.loads(str(f["provenance"]))
+            self.seed, fractions = int(prov["seed"]), np.asarray(prov["fractions"], np.float64)
+        except (OSError, KeyError, ValueError, TypeError) as e:   # e.g. calibration files: no teacher provenance
+            self.why = f"no teacher provenance in {path}: {type(e).__name__}: {e}"
+            return
+        self.rows = np.asarray(va, np.int64)
+        self.species = species_for_rows(self.rows, fractions, self.seed)
+        self.tracks = sample_tracks(0, self.species, seed=self.seed, rows=self.rows)
+        self.probnn = ProbNN.default()
+        again = self._respond(self._key(None), self.tracks)
+        bad = [c for c in ref if not np.array_equal(np.asarray(again[c], np.float32), np.asarray(ref[c], np.float32))]
+        if bad:
+            self.why = f"the teacher does not reproduce the sample's {bad[:3]} (teacher changed since the sample was written?)"
+
+    def _key(self, j):
+        from framework.random import RandomStreams
+
+        return RandomStreams(self.seed + (0 if j is None else 7919 * (j + 1)), 0, "PIDTeacher").key_for(0)
+
+    def _respond(self, key, tracks):
+        from .make_teacher_samples import respond, to_branches
+
+        return teacher_on_rows(to_branches(tracks, respond(tracks, key, self.probnn)), slice(None))
+
+    def run(self, j: int, hidden_stream: int = 0) -> dict:
+        from algorithms.pid.teacher.sampling import sample_tracks
+
+        tracks = (sample_tracks(0, self.species, seed=self.seed, rows=self.rows, hidden_stream=hidden_stream)
+                  if hidden_stream else self.tracks)
+        return self._respond(self._key(j), tracks)
+
+
 def teacher_baseline(path, d, va, ref, kin, w, nt_edges, replicas, stream_sets=1) -> dict:
     """What a perfect model scores on the same criterion: the teacher itself, run again on the held-out
     rows' own tracks with ``replicas`` independent random streams, in place of the flash replicas
@@ -692,44 +754,38 @@ def teacher_baseline(path, d, va, ref, kin, w, nt_edges, replicas, stream_sets=1
     bins for any model; this is the figure to compare ``rates_all_bins_pass`` with.  ``stream_sets`` > 1:
     the score again with further sets of ``replicas`` independent streams (the spread of the score
     between draws; the flash's is in ``rates_all_bins_pass_streams``).  Teacher samples
-    only: the tracks are regenerated from the file's provenance (seed, species fractions; row r of the
-    file is row r of the writer), and the teacher with the file's key must reproduce the reference
-    exactly, otherwise the baseline is reported as not available."""
-    import json
+    only (:class:`TeacherReplicas`): the teacher with the file's key must reproduce the reference
+    exactly, otherwise the baseline is reported as not available.
 
-    import uproot
-
-    from algorithms.pid.teacher.probnn import ProbNN
-    from algorithms.pid.teacher.sampling import sample_tracks
-    from framework.random import RandomStreams
-
-    from .make_teacher_samples import respond, species_for_rows, to_branches
-
-    try:
-        with uproot.open(path) as f:
-            prov = json.loads(str(f["provenance"]))
-        seed, fractions = int(prov["seed"]), np.asarray(prov["fractions"], np.float64)
-    except (OSError, KeyError, ValueError, TypeError) as e:   # e.g. calibration files: no teacher provenance
-        return {"available": False, "why": f"no teacher provenance in {path}: {type(e).__name__}: {e}"}
-    rows = np.asarray(va, np.int64)
-    t = sample_tracks(0, species_for_rows(rows, fractions, seed), seed=seed, rows=rows)
-    probnn = ProbNN.default()
-
-    def teacher(key):
-        return teacher_on_rows(to_branches(t, respond(t, key, probnn)), slice(None))
-
-    again = teacher(RandomStreams(seed, 0, "PIDTeacher").key_for(0))
-    bad = [c for c in ref if not np.array_equal(np.asarray(again[c], np.float32), np.asarray(ref[c], np.float32))]
-    if bad:
-        return {"available": False, "why": f"the teacher does not reproduce the sample's {bad[:3]} (teacher changed "
-                                           "since the sample was written?)"}
-    tables = [rate_table(ref, [teacher(RandomStreams(seed + 7919 * (k * replicas + r + 1), 0, "PIDTeacher").key_for(0))
-                               for r in range(replicas)], kin, w, nt_edges) for k in range(max(1, stream_sets))]
-    rt = tables[0]
+    ``given_inputs``: the same score with each replica's tracks regenerated with their hidden variables
+    (azimuth, origin; ``sample_tracks(hidden_stream=)``) redrawn.  The teacher's acceptance flags and
+    part of its response depend on them, so on the rows' own tracks the teacher shares them with the
+    reference (hasRich and InMuonAcc come out identical) and fails fewer bins than any model of
+    (p, eta, nTracks, charge) can; given the inputs alone it is the perfect flash model."""
+    teacher = TeacherReplicas(path, va, ref)
+    if teacher.why:
+        return {"available": False, "why": teacher.why}
+    sets = range(max(1, stream_sets))
+    tables = [rate_table(ref, [teacher.run(k * replicas + r) for r in range(replicas)], kin, w, nt_edges)
+              for k in sets]
     out = {"available": True,
            "method": f"the teacher on the held-out rows' own tracks, {replicas} independent random streams, "
-                     "against the same reference rows and criteria",
-           "rates_all_bins_pass": bins_passed(rt),
+                     "against the same reference rows and criteria", **_baseline_scores(tables)}
+    # the same with the tracks' hidden variables (phi, z0) redrawn for each replica: what a model of the
+    # teacher given the flash's inputs (p, eta, nTracks, charge) scores
+    given = [rate_table(ref, [teacher.run(k * replicas + r, hidden_stream=k * replicas + r + 1)
+                              for r in range(replicas)], kin, w, nt_edges) for k in sets]
+    out["given_inputs"] = {"method": "as above, on tracks with the rows' p, eta, nTracks and charge and their other "
+                                     "variables (azimuth phi, origin z0) redrawn for each replica: the teacher's "
+                                     "response given the flash's inputs, what a perfect flash model scores",
+                           **_baseline_scores(given)}
+    return out
+
+
+def _baseline_scores(tables) -> dict:
+    """The figures of a teacher baseline (a list of :func:`rate_table` results, one per stream set)."""
+    rt = tables[0]
+    out = {"rates_all_bins_pass": bins_passed(rt),
            "rates_all_bins": int(sum(v["bins"] for v in rt.values())),
            "bins_fail": {k: v["bins"] - v["bins_pass"] for k, v in rt.items() if v["bins_pass"] < v["bins"]},
            "chi2": round(sum(v["chi2"] for v in rt.values()), 1)}
@@ -1261,8 +1317,9 @@ def main(argv=None):
                         if x else "")
         log(f"   {s}: c2st {v.get('c2st')}  bins pass {v['rates_all_bins_pass']}/{v['rates_all_bins']}"
             + ms(v.get("rates_all_bins_pass_streams"))
-            + (f" (the teacher itself: {tb['rates_all_bins_pass']}{ms(tb.get('rates_all_bins_pass_streams'))})"
-               if tb.get("available") else "")
+            + (f" (the teacher itself: {tb['rates_all_bins_pass']}{ms(tb.get('rates_all_bins_pass_streams'))}; "
+               f"given the flash's inputs: {tb['given_inputs']['rates_all_bins_pass']}"
+               f"{ms(tb['given_inputs'].get('rates_all_bins_pass_streams'))})" if tb.get("available") else "")
             + f"  ({time.time() - t0:.0f}s)")
         log("     c2st blocks: " + "  ".join(f"{k[5:]} {v[k]['auc']}" for k in v if k.startswith("c2st_")
                                                and isinstance(v[k], dict) and "auc" in v[k]))

@@ -1,0 +1,133 @@
+"""Which flash PID model a species' failing (bin, cut) pairs come from.
+
+    # repository root; a teacher sample (make_teacher_samples) and the models to judge:
+    python -m models.training.pid.attribution --input /tmp/teacher.root --species K,p [--model-dir models]
+
+The validation's score (``train_flash_pid.rate_table``: efficiencies and mis-ID rates in (p, eta,
+nTracks) bins of the held-out rows against the reference) is computed for a chain of stages, each
+replacing one more of the teacher's outputs by a flash model's, on the same held-out rows and with
+the same noise streams:
+
+    teacher             the teacher on the rows' own tracks, fresh random streams (validation's
+                        ``teacher_baseline``)
+    teacher|inputs      the same with the tracks' hidden variables redrawn: a perfect flash model
+    globalpid           the flash GlobalPID model on a teacher replica's flags, RICH and MUON outputs
+    +rich               and the flash RICH model's DLLs (on the teacher replica's flags)
+    +muon               and the flash MUON model's likelihoods
+    flash               and the flash isMuon classifier's flags: the validation's own flash figure
+
+Each step's increase of the failing pairs and of the chi2 is what that model adds.  The flags step
+is to be read net of ``teacher|inputs`` minus ``teacher``: the teacher replicas share the reference's
+flags, which no model of (p, eta, nTracks, charge) can.  Means over ``--sets`` sets of ``--replicas``
+noise streams (one set cannot resolve a few pairs).  Teacher samples only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from algorithms.pid.features import MODEL_KINDS, SPECIES
+
+from .train_flash_pid import (TeacherReplicas, flash_on_rows, load_models, ntracks_edges, parse_args as train_args,
+                              rate_table, teacher_on_rows, training_and_held_out_rows)
+
+STAGES = ("teacher", "teacher|inputs", "globalpid", "+rich", "+muon", "flash")
+#: teacher outputs kept by each flash stage (the rest comes from the flash models)
+KEPT = {"globalpid": ("flags", "rich", "muon"), "+rich": ("flags", "muon"), "+muon": ("flags",), "flash": ()}
+
+
+def teacher_stage_outputs(t: dict) -> dict:
+    """A teacher replica's outputs (:func:`teacher_on_rows`) as ``flash_pid_response(given=)`` stages."""
+    return {"flags": (t["hasRich"], t["InMuonAcc"], t["isMuon"]),
+            "rich": np.stack([t[c] for c in ("RichDLLe", "RichDLLmu", "RichDLLK", "RichDLLp")], 1),
+            "muon": np.stack([t["MuonMuLL"], t["MuonBkgLL"]], 1)}
+
+
+def attribution(models, d, va, s, path, replicas=3, sets=5) -> dict:
+    """Per stage (:data:`STAGES`): failing (bin, cut) pairs and chi2, per cut and in all, means over
+    ``sets``; stage k's replica r of set j uses the teacher stream and flash noise j * replicas + r."""
+    si = SPECIES.index(s)
+    ref = teacher_on_rows(d, va)
+    kin = np.stack([d["p"][va], d["eta"][va], d["nTracks"][va]], 1).astype(np.float64)
+    w = d["weight"][va]
+    nt = ntracks_edges(d)
+    teacher = TeacherReplicas(path, va, ref)
+    if teacher.why:
+        raise SystemExit(f"attribution: {teacher.why}")
+    tables = {k: [] for k in STAGES}
+    for j in range(sets):
+        ids = [j * replicas + r for r in range(replicas)]
+        reps = [teacher.run(i) for i in ids]
+        tables["teacher"].append(rate_table(ref, reps, kin, w, nt))
+        tables["teacher|inputs"].append(rate_table(ref, [teacher.run(i, hidden_stream=i + 1) for i in ids], kin, w, nt))
+        for stage, kept in KEPT.items():
+            gens = []
+            for i, t in zip(ids, reps):
+                g = {k: v for k, v in teacher_stage_outputs(t).items() if k in kept}
+                gens.append(flash_on_rows(models, si, d, va, replica=i, given=g or None))
+            tables[stage].append(rate_table(ref, gens, kin, w, nt))
+    out = {"species": s, "rows": int(va.size), "sets": sets, "replicas": replicas, "stages": {}}
+    for stage, tl in tables.items():
+        per_cut = {c: {"fails": round(float(np.mean([t[c]["bins"] - t[c]["bins_pass"] for t in tl])), 2),
+                       "chi2": round(float(np.mean([t[c]["chi2"] for t in tl])), 1)} for c in tl[0]}
+        out["stages"][stage] = {"fails": round(sum(v["fails"] for v in per_cut.values()), 2),
+                                "chi2": round(sum(v["chi2"] for v in per_cut.values()), 1),
+                                "bins": int(sum(v["bins"] for v in tl[0].values())), "per_cut": per_cut}
+    return out
+
+
+def format_table(res: dict) -> str:
+    st = res["stages"]
+    lines = [f"{res['species']}: {res['rows']} held-out rows, means over {res['sets']} sets of {res['replicas']} "
+             "replicas; chi2 (failing pairs) per cut",
+             f"{'cut':14s}" + "".join(f"{k:>17s}" for k in st)]
+    for c in st["teacher"]["per_cut"]:
+        lines.append(f"{c:14s}" + "".join(f"{v['per_cut'][c]['chi2']:10.1f} ({v['per_cut'][c]['fails']:4.1f})"
+                                            for v in st.values()))
+    lines.append(f"{'all':14s}" + "".join(f"{v['chi2']:10.1f} ({v['fails']:4.1f})" for v in st.values()))
+    f = {k: v["fails"] for k, v in st.items()}
+    lines.append(f"  added failing pairs: GlobalPID {f['globalpid'] - f['teacher']:+.1f}, RICH "
+                 f"{f['+rich'] - f['globalpid']:+.1f}, MUON {f['+muon'] - f['+rich']:+.1f}, isMuon/flags "
+                 f"{f['flash'] - f['+muon']:+.1f} (of which a perfect model's: "
+                 f"{f['teacher|inputs'] - f['teacher']:+.1f}); flash {f['flash']:.1f} vs perfect "
+                 f"{f['teacher|inputs']:.1f}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--input", required=True, help="teacher sample (make_teacher_samples)")
+    ap.add_argument("--species", default=",".join(SPECIES))
+    ap.add_argument("--model-dir", default=str(Path(__file__).resolve().parents[3] / "models"))
+    ap.add_argument("--prefix", default="pid2016")
+    ap.add_argument("--sets", type=int, default=5)
+    ap.add_argument("--replicas", type=int, default=3)
+    ap.add_argument("--report", default=None, help="write the figures as JSON")
+    a = ap.parse_args(argv)
+    from .flash_common import load_sample
+
+    bad = [s for s in a.species.split(",") if s not in SPECIES]
+    if bad:
+        raise SystemExit(f"--species: unknown {bad}; expected a comma-separated subset of {list(SPECIES)}")
+    rows_a = train_args(["--input", a.input])   # the validation's held-out rows (its defaults)
+    d = load_sample(a.input)
+    report = {}
+    for s in a.species.split(","):
+        paths = {k: Path(a.model_dir) / f"{a.prefix}_{k}_{s}.onnx" for k in MODEL_KINDS}
+        missing = [str(p) for p in paths.values() if not p.is_file()]
+        if missing:
+            raise SystemExit(f"attribution: model files missing: {missing}")
+        _, va = training_and_held_out_rows(d, SPECIES.index(s), rows_a)
+        report[s] = attribution(load_models(paths), d, va, s, a.input, a.replicas, a.sets)
+        print(format_table(report[s]), flush=True)
+    if a.report:
+        Path(a.report).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
