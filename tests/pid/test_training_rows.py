@@ -208,6 +208,8 @@ def test_attribution_replaces_one_teacher_stage_at_a_time(tmp_path):
         assert st[stage]["per_cut"]["hasRich"]["chi2"] == 0 and st[stage]["per_cut"]["InMuonAcc"]["chi2"] == 0
     assert st["flash"]["per_cut"]["hasRich"]["chi2"] > 0 and st["teacher|inputs"]["per_cut"]["hasRich"]["chi2"] > 0
     assert "added failing pairs" in format_table(res)
+    for v in st.values():   # the failing pairs split by kind and direction
+        assert sum(v["fails_by_direction"].values()) == pytest.approx(v["fails"], abs=0.02)
     # given stages: the RICH DLLs are the teacher replica's, the GlobalPID model runs on them
     t = TeacherReplicas(path, va, ref).run(0)
     g = teacher_stage_outputs(t)

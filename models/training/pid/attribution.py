@@ -18,8 +18,10 @@ the same noise streams:
 
 Each step's increase of the failing pairs and of the chi2 is what that model adds.  The flags step
 is to be read net of ``teacher|inputs`` minus ``teacher``: the teacher replicas share the reference's
-flags, which no model of (p, eta, nTracks, charge) can.  Means over ``--sets`` sets of ``--replicas``
-noise streams (one set cannot resolve a few pairs).  Teacher samples only.
+flags, which no model of (p, eta, nTracks, charge) can.  The failing pairs are also split by the
+bin's kind (efficiency, mis-ID) and by the direction of the model's difference (high, low).  Means
+over ``--sets`` sets of ``--replicas`` noise streams (one set cannot resolve a few pairs).  Teacher
+samples only.
 """
 from __future__ import annotations
 
@@ -76,8 +78,22 @@ def attribution(models, d, va, s, path, replicas=3, sets=5) -> dict:
                        "chi2": round(float(np.mean([t[c]["chi2"] for t in tl])), 1)} for c in tl[0]}
         out["stages"][stage] = {"fails": round(sum(v["fails"] for v in per_cut.values()), 2),
                                 "chi2": round(sum(v["chi2"] for v in per_cut.values()), 1),
-                                "bins": int(sum(v["bins"] for v in tl[0].values())), "per_cut": per_cut}
+                                "bins": int(sum(v["bins"] for v in tl[0].values())),
+                                "fails_by_direction": fails_by_direction(tl), "per_cut": per_cut}
     return out
+
+
+def fails_by_direction(tables) -> dict:
+    """Failing pairs by the bin's kind (efficiency, mis-ID) and the sign of model minus reference, means
+    over the sets.  A perfect model's mis-ID failures lean high too: a reference rate that fluctuates low
+    has the smaller tolerance (10 % of it, and its own binomial error)."""
+    n = {f"{k}_{d}": 0.0 for k in ("eff", "misid") for d in ("high", "low")}
+    for t in tables:
+        for v in t.values():
+            for b in v["rows"]:
+                if not b["pass"]:
+                    n[f"{b['kind']}_{'high' if b['diff'] > 0 else 'low'}"] += 1.0 / len(tables)
+    return {k: round(v, 2) for k, v in n.items()}
 
 
 def format_table(res: dict) -> str:
@@ -89,6 +105,10 @@ def format_table(res: dict) -> str:
         lines.append(f"{c:14s}" + "".join(f"{v['per_cut'][c]['chi2']:10.1f} ({v['per_cut'][c]['fails']:4.1f})"
                                             for v in st.values()))
     lines.append(f"{'all':14s}" + "".join(f"{v['chi2']:10.1f} ({v['fails']:4.1f})" for v in st.values()))
+    lines.append(f"{'mis-ID hi/lo':14s}" + "".join(f"{v['fails_by_direction']['misid_high']:10.1f} / "
+                                                  f"{v['fails_by_direction']['misid_low']:4.1f}" for v in st.values()))
+    lines.append(f"{'eff hi/lo':14s}" + "".join(f"{v['fails_by_direction']['eff_high']:10.1f} / "
+                                               f"{v['fails_by_direction']['eff_low']:4.1f}" for v in st.values()))
     f = {k: v["fails"] for k, v in st.items()}
     lines.append(f"  added failing pairs: GlobalPID {f['globalpid'] - f['teacher']:+.1f}, RICH "
                  f"{f['+rich'] - f['globalpid']:+.1f}, MUON {f['+muon'] - f['+rich']:+.1f}, isMuon/flags "
