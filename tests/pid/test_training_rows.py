@@ -12,6 +12,22 @@ from framework.random import RandomStreams
 MODELS = Path(__file__).resolve().parents[2] / "models"
 
 
+def teacher_sample_and_models(tmp_path, species: str, n: int, seed: int):
+    """A teacher sample of ``n`` rows of one species, its rows 0, 2, 4, ... as held-out rows and the shipped
+    models of the species: (path, sample, held-out rows, models)."""
+    from algorithms.pid.features import MODEL_KINDS, SPECIES
+    from models.training.pid.flash_common import load_sample
+    from models.training.pid.make_teacher_samples import main as make_main
+    from models.training.pid.train_flash_pid import load_models
+
+    path = tmp_path / f"teacher_{species}.root"
+    fractions = ",".join("1" if s == species else "0" for s in SPECIES)
+    assert make_main(["--output", str(path), "--n", str(n), "--fractions", fractions, "--chunk", str(n),
+                      "--seed", str(seed)]) == 0
+    models = load_models({k: MODELS / f"pid2016_{k}_{species}.onnx" for k in MODEL_KINDS})
+    return path, load_sample(path), np.arange(0, n, 2), models
+
+
 def test_teacher_global_rows_are_the_teachers_rows_with_its_probnn():
     """teacher_global_rows: all fresh tracks of the species with the sample's columns (the teacher's
     combined DLLs and ProbNN are the targets), row for row equal to what the sample writer produces
@@ -141,18 +157,9 @@ def test_validation_scores_the_flash_with_further_noise_streams(tmp_path):
     """--validation-streams: the flash replicas drawn again with further independent noise streams and
     scored on the same reference rows; the first set is the card's own score, and the other sets are
     different draws of the same shipped models (the card's figure has a spread, and it is reported)."""
-    from models.training.pid.flash_common import load_sample
-    from models.training.pid.make_teacher_samples import main as make_main
-    from models.training.pid.train_flash_pid import (flash_on_rows, load_models, parse_args, pass_over_streams,
-                                                     validate_species)
-    from algorithms.pid.features import MODEL_KINDS
+    from models.training.pid.train_flash_pid import flash_on_rows, parse_args, pass_over_streams, validate_species
 
-    path = tmp_path / "teacher_pi.root"
-    assert make_main(["--output", str(path), "--n", "6000", "--fractions", "0,0,1,0,0", "--chunk", "6000",
-                      "--seed", "78"]) == 0
-    d = load_sample(path)
-    va = np.arange(0, 6000, 2)
-    models = load_models({k: MODELS / f"pid2016_{k}_pi.onnx" for k in MODEL_KINDS})
+    path, d, va, models = teacher_sample_and_models(tmp_path, "pi", 6000, 78)
     a = parse_args(["--input", str(path), "--species", "pi", "--validation-streams", "3", "--replicas", "2",
                     "--c2st-rows", "2000"])
     v, rates = validate_species(models, d, va, "pi", a)
@@ -176,20 +183,13 @@ def test_attribution_replaces_one_teacher_stage_at_a_time(tmp_path):
     stage by the flash models'.  Its end points are the validation's own figures (the teacher baselines and
     the flash), the stages that keep the teacher's flags reproduce them exactly, and flash_pid_response(given=)
     feeds the given stage outputs to the next models."""
-    from algorithms.pid.features import MODEL_KINDS, globalpid_features, kinematic_features
+    from algorithms.pid.features import globalpid_features, kinematic_features
     from algorithms.pid.flash import draw_normal
     from models.training.pid.attribution import STAGES, attribution, format_table, main, teacher_stage_outputs
-    from models.training.pid.flash_common import load_sample
-    from models.training.pid.make_teacher_samples import main as make_main
-    from models.training.pid.train_flash_pid import (TeacherReplicas, flash_on_rows, load_models, ntracks_edges,
-                                                     rate_table, teacher_baseline, teacher_on_rows)
+    from models.training.pid.train_flash_pid import (TeacherReplicas, flash_on_rows, ntracks_edges, rate_table,
+                                                     teacher_baseline, teacher_on_rows)
 
-    path = tmp_path / "teacher_K.root"
-    assert make_main(["--output", str(path), "--n", "8000", "--fractions", "0,0,0,1,0", "--chunk", "8000",
-                      "--seed", "79"]) == 0
-    d = load_sample(path)
-    va = np.arange(0, 8000, 2)
-    models = load_models({k: MODELS / f"pid2016_{k}_K.onnx" for k in MODEL_KINDS})
+    path, d, va, models = teacher_sample_and_models(tmp_path, "K", 8000, 79)
     res = attribution(models, d, va, "K", path, replicas=2, sets=2)
     st = res["stages"]
     assert list(st) == list(STAGES) and res["rows"] == va.size
