@@ -66,11 +66,10 @@ def attribution(models, d, va, s, path, replicas=3, sets=5) -> dict:
         reps = [teacher.run(i) for i in ids]
         tables["teacher"].append(rate_table(ref, reps, kin, w, nt))
         tables["teacher|inputs"].append(rate_table(ref, [teacher.run(i, hidden_stream=i + 1) for i in ids], kin, w, nt))
+        staged = [teacher_stage_outputs(t) for t in reps]
         for stage, kept in KEPT.items():
-            gens = []
-            for i, t in zip(ids, reps):
-                g = {k: v for k, v in teacher_stage_outputs(t).items() if k in kept}
-                gens.append(flash_on_rows(models, si, d, va, replica=i, given=g or None))
+            gens = [flash_on_rows(models, si, d, va, replica=i, given={k: g[k] for k in kept} or None)
+                    for i, g in zip(ids, staged)]
             tables[stage].append(rate_table(ref, gens, kin, w, nt))
     out = {"species": s, "rows": int(va.size), "sets": sets, "replicas": replicas, "stages": {}}
     for stage, tl in tables.items():

@@ -118,10 +118,13 @@ def save_state(model, a, kind, s):
 # training of one species
 # ----------------------------------------------------------------------------------------------
 def training_and_held_out_rows(d, si: int, a):
-    """Row numbers of species ``si`` in the sample ``d``: (training rows, held-out validation rows)."""
+    """Row numbers of species ``si`` in the sample ``d``: (training rows, held-out validation rows);
+    fewer than 50 rows of the species is an error."""
     from .flash_common import split_indices
 
     rows = np.flatnonzero(d["species"] == si)
+    if rows.size < 50:
+        raise SystemExit(f"species {SPECIES[si]}: only {rows.size} rows in the input, cannot train")
     tr, va = split_indices(rows.size, seed=a.seed + si, validation_fraction=a.validation_fraction)
     return rows[tr][: a.max_train_rows], rows[va][: a.max_validation_rows]
 
@@ -136,9 +139,6 @@ def train_species(d, s, a, out_dir: Path):
 
     M = make_modules()
     si = SPECIES.index(s)
-    rows = np.flatnonzero(d["species"] == si)
-    if rows.size < 50:
-        raise SystemExit(f"species {s}: only {rows.size} rows in the input, cannot train")
     tr, va = training_and_held_out_rows(d, si, a)
     T, V = columns_for(d, tr), columns_for(d, va)
     rng = np.random.default_rng(a.seed + 100 + si)
