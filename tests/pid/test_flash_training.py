@@ -193,6 +193,60 @@ def test_globalpid_distils_a_deterministic_probnn():
     assert before > 0.3 and after < 0.25 * before, (before, after)
 
 
+def test_globalpid_norich_head_fixes_tracks_without_rich_and_leaves_the_others_bit_for_bit():
+    """The no-RICH head (``norich_hidden``) starts at 0: a model warm-started from one without it gives the
+    same outputs; trained alone on the rows without RICH, it cuts their ProbNN error (here the shared layer
+    was fitted to the tracks with RICH only), and every track with RICH keeps its outputs bit for bit."""
+    import torch
+
+    from algorithms.pid.features import GLOBALPID_OUTPUTS
+    from models.training.pid.flash_common import GlobalPIDPrep, kin_transform_np, make_modules, train_weighted
+
+    torch.manual_seed(5)
+    gx, gy, t = _synthetic_globalpid(14_000, 5)
+    prep = GlobalPIDPrep(n_knots=128).fit(gx, gy, np.ones(len(gx)))
+    base = _net(prep, gx, hidden=24)
+    f = lambda a: torch.as_tensor(np.asarray(a, np.float32))  # noqa: E731
+    r, p, lg = (f(v) for v in prep.targets(gx, gy))
+    x = f(gx)
+    names = [c for c, _, _ in GLOBALPID_OUTPUTS]
+    cols = [names.index(c) for c in ("ProbNNe", "ProbNNmu", "ProbNNpi", "ProbNNk", "ProbNNp")]
+    tr, va = np.arange(12_000), np.arange(12_000, 14_000)
+    rich_tr, rv = torch.as_tensor(tr[t["has"][tr]]), torch.as_tensor(va[t["has"][va]])
+    train_weighted(base, lambda idx: base.loss(x[rich_tr[idx]], r[rich_tr[idx]], p[rich_tr[idx]], lg[rich_tr[idx]]),
+                   len(rich_tr), np.ones(len(rich_tr)), lambda: float(base.loss(x[rv], r[rv], p[rv], lg[rv]).mean()),
+                   seconds=1e9, max_epochs=4, batch=256, lr=5e-3, log=None)
+    k = kin_transform_np(gx[:, :4])
+    head = make_modules()["GlobalPIDNet"](k.mean(0), np.maximum(k.std(0), 1e-3), float(gx[:, 2].mean()),
+                                          float(gx[:, 2].std()), prep.r_mean, prep.r_std, prep.gates, prep.tables,
+                                          prep.lo, prep.step, prep.const_mask.astype(np.float64), prep.const_value,
+                                          softmax=prep.softmax, hidden=24, norich_hidden=12)
+    missing, unexpected = head.load_state_dict(base.state_dict(), strict=False)
+    assert sorted(missing) == ["norich.0.bias", "norich.0.weight", "norich.2.bias", "norich.2.weight"]
+    assert not unexpected
+    noise = torch.zeros(len(gx), len(names))
+    with torch.no_grad():
+        y0 = base(x, noise).numpy()
+        assert np.array_equal(head(x, noise).numpy(), y0), "an untrained head must change nothing"
+
+    def err(y, rows):   # mean absolute error of the probabilities
+        return float(np.mean(np.abs(y[rows][:, cols] - gy[rows][:, cols])))
+
+    nr_va = va[~t["has"][va]]
+    before = err(y0, nr_va)
+    for name, prm in head.named_parameters():
+        prm.requires_grad_(name.startswith("norich."))
+    nr_tr, nv = torch.as_tensor(tr[~t["has"][tr]]), torch.as_tensor(nr_va)
+    train_weighted(head, lambda idx: head.loss(x[nr_tr[idx]], r[nr_tr[idx]], p[nr_tr[idx]], lg[nr_tr[idx]]),
+                   len(nr_tr), np.ones(len(nr_tr)), lambda: float(head.loss(x[nv], r[nv], p[nv], lg[nv]).mean()),
+                   seconds=1e9, max_epochs=100, batch=128, lr=1e-2, log=None)
+    with torch.no_grad():
+        y1 = head(x, noise).numpy()
+    assert np.array_equal(y1[t["has"]], y0[t["has"]]), "tracks with RICH must keep their outputs"
+    after = err(y1, nr_va)
+    assert before > 0.05 and after < 0.5 * before, (before, after)
+
+
 @pytest.mark.parametrize("basis", ["dll", "pdiff"])
 def test_rich_recalibration_restores_momentum_dependent_point_mass(tmp_path, basis):
     """Post-training recalibration (flash_common.recalibrate_flow_onnx) on a synthetic RICH-like sample whose
@@ -381,6 +435,46 @@ def test_global_extra_tracks_enter_the_globalpid_training_and_card(tmp_path):
     assert card["validation"]["rows"] == card["training"]["rows_validation"] < 1000
     assert "--global-extra-tracks 1500" in card["training"]["command"]
     assert ModelSvc(threads=1).load(out / "testpid_globalpid_K.onnx") is not None
+
+
+def test_norich_head_warm_start_trains_only_the_head_and_records_it(tmp_path):
+    """--global-norich-hidden with --init-state of a model without the head: only the head is trained (on
+    the rows without RICH, plus those of --global-norich-tracks fresh tracks), the card says so, and the
+    exported model gives the earlier model's outputs, bit for bit, on tracks with RICH information."""
+    import shutil
+
+    import onnxruntime as ort
+
+    from algorithms.pid.features import GLOBALPID_OUTPUTS, globalpid_features
+    from models.training.pid.train_flash_pid import main
+
+    out, args = _tiny_kaon_training(tmp_path)
+    state = tmp_path / "state"
+    assert main(args + ["--save-state", str(state)]) == 0
+    old = tmp_path / "old_globalpid_K.onnx"
+    shutil.copy(out / "testpid_globalpid_K.onnx", old)
+    assert main(args + ["--kinds", "globalpid", "--init-state", str(state), "--global-norich-hidden", "8",
+                        "--global-norich-tracks", "4000", "--seconds-global", "2", "--max-epochs", "20"]) == 0
+    st = yaml.safe_load((out / "testpid_globalpid_K.yaml").read_text())["training"]["settings"]
+    head = st["norich_head"]
+    assert "only the no-RICH head" in head["trained"] and "no-RICH head (tanh layer 15-8-6)" in st["architecture"]
+    assert head["extra_rows"]["simulated_tracks"] == 4000 and 0 < head["extra_rows"]["rows"] < 400
+    assert "7.03e+12 = 7e12 + species * 1e10" in head["extra_rows"]["source"]
+    assert head["rows"] > head["extra_rows"]["rows"]
+    assert "--save-state" in head["replaced_card_training"]["command"]   # the figures of the model it extends
+    rng = np.random.default_rng(3)
+    n = 2000
+    kin = np.stack([np.exp(rng.uniform(np.log(2500), np.log(1.5e5), n)), rng.uniform(2, 4.9, n),
+                    rng.integers(2, 120, n), rng.choice([-1.0, 1.0], n)], 1)
+    has, acc = rng.random(n) < 0.5, rng.random(n) < 0.9
+    ism = acc & (rng.random(n) < 0.2)
+    x = globalpid_features(kin, np.where(has[:, None], rng.normal(0, 15, (n, 4)), -1000.0), ism,
+                           np.where(ism[:, None], rng.normal([-2, -4], 1, (n, 2)), -1000.0), has, acc)
+    feed = {"x": x, "noise": np.zeros((n, len(GLOBALPID_OUTPUTS)), np.float32)}
+    y0 = ort.InferenceSession(str(old), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    y1 = ort.InferenceSession(str(out / "testpid_globalpid_K.onnx"), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    assert np.array_equal(y1[has], y0[has])
+    assert np.abs(y1[~has] - y0[~has]).max() > 1e-4, "the head was not trained"
 
 
 def test_ismuon_extra_tracks_enter_the_classifier_training_and_card(tmp_path):

@@ -83,9 +83,10 @@ MUON_EXTRA_SOURCE = ("muon-enriched training rows: the isMuon rows of fresh teac
                      "(same spectrum; rows disjoint from the sample), see flash_common.teacher_muon_rows")
 
 
-def warm_start(model, a, kind, s):
+def warm_start(model, a, kind, s, new=()):
     """--init-state DIR: start from the parameters of an earlier training ({kind}_{s}.pt; buffers such
-    as quantile tables and standardisations are the new ones).  Returns a note for the card."""
+    as quantile tables and standardisations are the new ones).  ``new``: prefixes of parameters that
+    the earlier model may lack (they keep their initial values).  Returns a note for the card."""
     if not a.init_state:
         return None
     import torch
@@ -96,14 +97,23 @@ def warm_start(model, a, kind, s):
     old = torch.load(path, map_location="cpu")
     own = dict(model.named_parameters())
     same = {k: v for k, v in old.items() if k in own and own[k].shape == v.shape}
-    if len(same) != len(own):
+    if any(k not in same for k in own if k in old or not any(k.startswith(p) for p in new)):
         log(f"  [{kind}_{s}] --init-state {path}: parameters do not match, not used")
         return None
     with torch.no_grad():
         for k, v in same.items():
             own[k].copy_(v)
-    log(f"  [{kind}_{s}] warm start from {path}")
+    fresh = [k for k in own if k not in same]
+    log(f"  [{kind}_{s}] warm start from {path}" + (f" (new parameters: {', '.join(fresh)})" if fresh else ""))
     return str(path)
+
+
+def warm_start_fresh(model, a, kind, s) -> list:
+    """The parameters of ``model`` that the --init-state file of (kind, s) does not hold."""
+    import torch
+
+    old = torch.load(Path(a.init_state) / f"{kind}_{s}.pt", map_location="cpu")
+    return [k for k in dict(model.named_parameters()) if k not in old]
 
 
 def save_state(model, a, kind, s):
@@ -474,17 +484,56 @@ def train_species(d, s, a, out_dir: Path):
     net = M["GlobalPIDNet"](loc, scale, float(nt.mean()), float(max(nt.std(), 1.0)), prep.r_mean, prep.r_std,
                             prep.gates, prep.tables, prep.lo, prep.step, prep.const_mask.astype(np.float64),
                             prep.const_value, softmax=prep.softmax, hidden=a.global_hidden,
-                            logit_weight=a.logit_weight)
-    ws = warm_start(net, a, "globalpid", s)
-    dev = lambda arr: tt(arr).to(a.device)  # noqa: E731  (training tensors on the --device)
-    gxT, grT, gpT, glT = dev(TG["gx"]), dev(rT), dev(pT), dev(lT)
-    gxV, grV, gpV, glV = dev(V["gx"]), dev(rV), dev(pV), dev(lV)
+                            logit_weight=a.logit_weight, norich_hidden=a.global_norich_hidden)
+    ws = warm_start(net, a, "globalpid", s, new=("norich.",))
+    base_card = None   # head only: the training figures of the card of the model replaced in the output folder
+
+    # a warm start from a model without the no-RICH head: that model is kept exactly (tracks with RICH
+    # information get the same outputs) and only the new head is trained, on the rows without RICH
+    head_only = bool(ws) and a.global_norich_hidden > 0 and bool(warm_start_fresh(net, a, "globalpid", s))
     # rare (hasRich, muon state) categories (no RICH: ~1 %, isMuon hadrons: ~3 %, out of muon acceptance:
     # ~6 %) get a larger share of the loss: weights (category frequency)^-alpha.  The weights depend on
     # the inputs only, so the conditional model being fitted is unchanged; they only move capacity.
     bT, bV = balance_weights(TG, a.global_balance), balance_weights(V, a.global_balance, ref=TG)
-    wbV = dev(V["w"] * bV)
-    f = train_weighted(net, lambda idx: net.loss(gxT[idx], grT[idx], gpT[idx], glT[idx]), len(TG["w"]), TG["w"] * bT,
+    TH, VH, extra_h = TG, V, None      # the rows trained on (head only: those without RICH)
+    if head_only:
+        card = paths["globalpid"].with_suffix(".yaml")
+        if card.is_file():
+            import yaml
+
+            tb = yaml.safe_load(card.read_text()).get("training", {})
+            base_card = {"command": tb.get("command"), **{k: tb.get("settings", {}).get(k) for k in (
+                "epochs", "seconds", "best_val_loss", "lbfgs_rounds", "lbfgs_seconds", "warm_start")
+                if tb.get("settings", {}).get(k) is not None}}
+        for k, prm in net.named_parameters():
+            prm.requires_grad_(k.startswith("norich."))
+        keys = ("kin", "gx", "gy", "w", "hasRich", "isMuon", "InMuonAcc")
+        TH = {k: TG[k][~TG["hasRich"]] for k in keys}
+        bT = np.ones(len(TH["w"]))
+        if a.global_norich_tracks > 0:
+            require_teacher_sample(a, "--global-norich-tracks")
+            from .flash_common import NORICH_EXTRA_ROWS_BASE, teacher_global_rows
+
+            t1 = time.time()
+            extra_h = teacher_global_rows(s, a.global_norich_tracks, seed=a.teacher_seed, base=NORICH_EXTRA_ROWS_BASE)
+            m = ~extra_h["hasRich"]
+            extra_h = {**{k: extra_h[k][m] for k in keys}, "simulated": extra_h["simulated"],
+                       "first_row": extra_h["first_row"]}
+            TH = {k: np.concatenate([TH[k], extra_h[k]]) for k in keys}
+            bT = np.ones(len(TH["w"]))
+            log(f"  [globalpid_{s}] no-RICH head: {len(extra_h['w'])} extra rows without RICH from "
+                f"{a.global_norich_tracks} teacher tracks ({time.time() - t1:.0f}s)")
+        VH = {k: V[k][~V["hasRich"]] for k in keys}
+        bV = np.ones(len(VH["w"]))
+        rT, pT, lT = prep.targets(TH["gx"], TH["gy"])
+        rV, pV, lV = prep.targets(VH["gx"], VH["gy"])
+        log(f"  [globalpid_{s}] warm start without a no-RICH head: only the head is trained, on "
+            f"{len(TH['w'])} rows without RICH (held out: {len(VH['w'])})")
+    dev = lambda arr: tt(arr).to(a.device)  # noqa: E731  (training tensors on the --device)
+    gxT, grT, gpT, glT = dev(TH["gx"]), dev(rT), dev(pT), dev(lT)
+    gxV, grV, gpV, glV = dev(VH["gx"]), dev(rV), dev(pV), dev(lV)
+    wbV = dev(VH["w"] * bV)
+    f = train_weighted(net, lambda idx: net.loss(gxT[idx], grT[idx], gpT[idx], glT[idx]), len(TH["w"]), TH["w"] * bT,
                        lambda: float((net.loss(gxV, grV, gpV, glV) * wbV).sum() / wbV.sum()), seconds=a.seconds_global,
                        seed=a.seed, threads=threads, max_epochs=a.max_epochs, lr=a.global_lr, batch=a.global_batch,
                        batch_max=a.global_batch_max or None, lbfgs_seconds=a.global_lbfgs_seconds,
@@ -506,10 +555,23 @@ def train_species(d, s, a, out_dir: Path):
         "architecture": f"combined DLLs = sub-detector sum + per-muon-state log-p tables + gated Gaussian correction; "
                         f"ProbNN = {'softmax' if prep.softmax else 'sigmoid'}(logits + width*noise), logits from one "
                         f"tanh layer 15-{a.global_hidden}; widths/corrections from a SiLU layer {a.global_hidden}-"
-                        f"{a.global_hidden}-14; features sign*log1p|DLL|, muon LLs, flags, kinematics, nTracks",
+                        f"{a.global_hidden}-14; features sign*log1p|DLL|, muon LLs, flags, kinematics, nTracks"
+                        + (f"; tracks without RICH: their ProbNN logits plus a no-RICH head (tanh layer 15-"
+                           f"{a.global_norich_hidden}-6)" if a.global_norich_hidden else ""),
         "held_out_mean_model_vs_reference": fid, "category_balance_alpha": a.global_balance, "noise_scale": ns, **f}
     if ws:
         settings["globalpid"]["warm_start"] = ws
+    if head_only:
+        settings["globalpid"]["norich_head"] = {
+            "trained": "only the no-RICH head, on the rows without RICH information; the warm-started model's own "
+                       "parameters unchanged (tracks with RICH get the same outputs at the same noise scale); the "
+                       "epochs, seconds and losses above are the head's",
+            "rows": int(len(TH["w"])), "held_out_rows": int(len(VH["w"]))}
+        if base_card is not None:
+            settings["globalpid"]["norich_head"]["replaced_card_training"] = base_card
+        if extra_h is not None:
+            settings["globalpid"]["norich_head"]["extra_rows"] = extra_rows_block(
+                extra_h, " (their rows without RICH)", "7e12", "only for the no-RICH head")
     if extra_g is not None:
         settings["globalpid"]["extra_rows"] = extra_rows_block(
             extra_g, " with the teacher's ProbNN", "5e12",
@@ -1071,7 +1133,10 @@ TECHNIQUE = ("RICH (--rich-model ar; K and p since issue 6's eighth round, e and
              "identically 0, and distils the ProbNN log-probabilities (softmax head when they sum to 1) with a "
              "width that can shrink to ~0 -- and keeps room for the genuine spread of real calibration data; the widths are "
              "scaled after training by the factor that best reproduces the training rows' cut rates (0 for the "
-             "teacher's deterministic outputs would be exact; a fitted width also holds the mean's own error). isMuon/hasRich/InMuonAcc: one 6-class classifier keeps their correlations.")
+             "teacher's deterministic outputs would be exact; a fitted width also holds the mean's own error); the "
+             "tracks without RICH information (~2 %, whose ProbNN are a different, simple function of the kinematics "
+             "and the muon information) get their own small tanh head on top (--global-norich-hidden; issue 6, twelfth "
+             "round). isMuon/hasRich/InMuonAcc: one 6-class classifier keeps their correlations.")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1176,6 +1241,13 @@ def parse_args(argv):
     ap.add_argument("--muon-curve-knots", type=int, default=1025, help="curves: table knots per curve")
     ap.add_argument("--muon-curve-hidden", type=int, default=32, help="curves: hidden width of the cell MLP")
     ap.add_argument("--global-hidden", type=int, default=48)
+    ap.add_argument("--global-norich-hidden", type=int, default=0,
+                    help="GlobalPID: width of the no-RICH head (its own tanh layer for the ProbNN of tracks without "
+                         "RICH information; 0: none). With --init-state of a model without the head, only the head is "
+                         "trained, on the rows without RICH, and the rest of the model is kept exactly")
+    ap.add_argument("--global-norich-tracks", type=int, default=0,
+                    help="GlobalPID no-RICH head trained alone: also the rows without RICH of this many fresh teacher "
+                         "tracks (row numbers from 7e12 + species * 1e10)")
     ap.add_argument("--global-lr", type=float, default=3e-3)
     ap.add_argument("--global-batch", type=int, default=1024)
     ap.add_argument("--global-batch-max", type=int, default=0, help="GlobalPID: batch grows to this (0: fixed)")
