@@ -186,8 +186,9 @@ def test_attribution_replaces_one_teacher_stage_at_a_time(tmp_path):
     from algorithms.pid.features import globalpid_features, kinematic_features
     from algorithms.pid.flash import draw_normal
     from models.training.pid.attribution import STAGES, attribution, format_table, main, teacher_stage_outputs
-    from models.training.pid.train_flash_pid import (TeacherReplicas, flash_on_rows, ntracks_edges, rate_table,
-                                                     teacher_baseline, teacher_on_rows)
+    from models.training.pid.train_flash_pid import (TeacherReplicas, flash_on_rows, ntracks_edges, parse_args,
+                                                     rate_table, teacher_baseline, teacher_on_rows,
+                                                     training_and_held_out_rows)
 
     path, d, va, models = teacher_sample_and_models(tmp_path, "K", 8000, 79)
     res = attribution(models, d, va, "K", path, replicas=2, sets=2)
@@ -228,3 +229,9 @@ def test_attribution_replaces_one_teacher_stage_at_a_time(tmp_path):
     assert main(["--input", str(path), "--species", "K", "--sets", "1", "--replicas", "2",
                  "--report", str(tmp_path / "a.json")]) == 0
     assert set(json.loads((tmp_path / "a.json").read_text())["K"]["stages"]) == set(STAGES)
+    n_val = training_and_held_out_rows(d, 3, parse_args(["--input", str(path)]))[1].size   # the validation's rows
+    assert json.loads((tmp_path / "a.json").read_text())["K"]["rows"] == n_val < 2500
+    # other held-out rows (e.g. all of a second sample): --validation-fraction, --max-validation-rows
+    assert main(["--input", str(path), "--species", "K", "--sets", "1", "--replicas", "2", "--validation-fraction",
+                 "0.9", "--max-validation-rows", "5000", "--report", str(tmp_path / "b.json")]) == 0
+    assert json.loads((tmp_path / "b.json").read_text())["K"]["rows"] == 5000
