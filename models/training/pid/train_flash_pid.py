@@ -116,6 +116,39 @@ def warm_start_fresh(model, a, kind, s) -> list:
     return [k for k in dict(model.named_parameters()) if k not in old]
 
 
+def replaced_card_training(card: Path):
+    """The training figures of the card of a model about to be replaced (None without a card)."""
+    if not card.is_file():
+        return None
+    import yaml
+
+    tb = yaml.safe_load(card.read_text()).get("training", {})
+    st = tb.get("settings", {})
+    return {"command": tb.get("command"), **{k: st[k] for k in ("epochs", "seconds", "best_val_loss", "lbfgs_rounds",
+                                                                "lbfgs_seconds", "warm_start") if st.get(k) is not None}}
+
+
+def norich_rows(TG, V, a, s):
+    """The GlobalPID no-RICH head's rows: those without RICH of the training rows ``TG`` plus, with
+    --global-norich-tracks N, of N fresh teacher tracks (rows from 7e12 + species * 1e10), and of the
+    held-out rows ``V``.  Returns (training rows, held-out rows, the extra rows or None)."""
+    keys = ("kin", "gx", "gy", "w", "hasRich", "isMuon", "InMuonAcc")
+    TH = {k: TG[k][~TG["hasRich"]] for k in keys}
+    extra = None
+    if a.global_norich_tracks > 0:
+        require_teacher_sample(a, "--global-norich-tracks")
+        from .flash_common import NORICH_EXTRA_ROWS_BASE, teacher_global_rows
+
+        t1 = time.time()
+        e = teacher_global_rows(s, a.global_norich_tracks, seed=a.teacher_seed, base=NORICH_EXTRA_ROWS_BASE)
+        m = ~e["hasRich"]
+        extra = {**{k: e[k][m] for k in keys}, "simulated": e["simulated"], "first_row": e["first_row"]}
+        TH = {k: np.concatenate([TH[k], extra[k]]) for k in keys}
+        log(f"  [globalpid_{s}] no-RICH head: {len(extra['w'])} extra rows without RICH from "
+            f"{a.global_norich_tracks} teacher tracks ({time.time() - t1:.0f}s)")
+    return TH, {k: V[k][~V["hasRich"]] for k in keys}, extra
+
+
 def save_state(model, a, kind, s):
     if a.save_state:
         import torch
@@ -486,8 +519,6 @@ def train_species(d, s, a, out_dir: Path):
                             prep.const_value, softmax=prep.softmax, hidden=a.global_hidden,
                             logit_weight=a.logit_weight, norich_hidden=a.global_norich_hidden)
     ws = warm_start(net, a, "globalpid", s, new=("norich.",))
-    base_card = None   # head only: the training figures of the card of the model replaced in the output folder
-
     # a warm start from a model without the no-RICH head: that model is kept exactly (tracks with RICH
     # information get the same outputs) and only the new head is trained, on the rows without RICH
     head_only = bool(ws) and a.global_norich_hidden > 0 and bool(warm_start_fresh(net, a, "globalpid", s))
@@ -495,36 +526,13 @@ def train_species(d, s, a, out_dir: Path):
     # ~6 %) get a larger share of the loss: weights (category frequency)^-alpha.  The weights depend on
     # the inputs only, so the conditional model being fitted is unchanged; they only move capacity.
     bT, bV = balance_weights(TG, a.global_balance), balance_weights(V, a.global_balance, ref=TG)
-    TH, VH, extra_h = TG, V, None      # the rows trained on (head only: those without RICH)
+    TH, VH, extra_h, base_card = TG, V, None, None      # the rows trained on (head only: those without RICH)
     if head_only:
-        card = paths["globalpid"].with_suffix(".yaml")
-        if card.is_file():
-            import yaml
-
-            tb = yaml.safe_load(card.read_text()).get("training", {})
-            base_card = {"command": tb.get("command"), **{k: tb.get("settings", {}).get(k) for k in (
-                "epochs", "seconds", "best_val_loss", "lbfgs_rounds", "lbfgs_seconds", "warm_start")
-                if tb.get("settings", {}).get(k) is not None}}
         for k, prm in net.named_parameters():
             prm.requires_grad_(k.startswith("norich."))
-        keys = ("kin", "gx", "gy", "w", "hasRich", "isMuon", "InMuonAcc")
-        TH = {k: TG[k][~TG["hasRich"]] for k in keys}
-        bT = np.ones(len(TH["w"]))
-        if a.global_norich_tracks > 0:
-            require_teacher_sample(a, "--global-norich-tracks")
-            from .flash_common import NORICH_EXTRA_ROWS_BASE, teacher_global_rows
-
-            t1 = time.time()
-            extra_h = teacher_global_rows(s, a.global_norich_tracks, seed=a.teacher_seed, base=NORICH_EXTRA_ROWS_BASE)
-            m = ~extra_h["hasRich"]
-            extra_h = {**{k: extra_h[k][m] for k in keys}, "simulated": extra_h["simulated"],
-                       "first_row": extra_h["first_row"]}
-            TH = {k: np.concatenate([TH[k], extra_h[k]]) for k in keys}
-            bT = np.ones(len(TH["w"]))
-            log(f"  [globalpid_{s}] no-RICH head: {len(extra_h['w'])} extra rows without RICH from "
-                f"{a.global_norich_tracks} teacher tracks ({time.time() - t1:.0f}s)")
-        VH = {k: V[k][~V["hasRich"]] for k in keys}
-        bV = np.ones(len(VH["w"]))
+        base_card = replaced_card_training(paths["globalpid"].with_suffix(".yaml"))
+        TH, VH, extra_h = norich_rows(TG, V, a, s)
+        bT, bV = np.ones(len(TH["w"])), np.ones(len(VH["w"]))
         rT, pT, lT = prep.targets(TH["gx"], TH["gy"])
         rV, pV, lV = prep.targets(VH["gx"], VH["gy"])
         log(f"  [globalpid_{s}] warm start without a no-RICH head: only the head is trained, on "
