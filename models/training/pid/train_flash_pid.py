@@ -1119,7 +1119,7 @@ def sample_description(path) -> str:
     return str(path)
 
 
-TECHNIQUE = ("RICH (--rich-model ar; K and p since issue 6's eighth round, e and mu since the ninth): autoregressive conditional histograms -- "
+TECHNIQUE = ("RICH (--rich-model ar; K and p since issue 6's eighth round, e and mu since the ninth, pi since the twelfth): autoregressive conditional histograms -- "
              "DLLK, DLLp - DLLK, DLLe, DLLmu in turn, each from 64 bins of its (momentum, eta) group's marginal CDF "
              "(0.11-sigma bins in the tails) with logits from an MLP of the kinematics and the values already "
              "generated, values from the group's quantile tables with the point masses exact, tables recalibrated "
