@@ -101,7 +101,7 @@ def _synthetic_globalpid(n, seed, softmax=True):
     return gx, gy, {"p": p, "acc": acc, "ism": ism, "has": has}
 
 
-def _net(prep, gx, softmax=None, hidden=32):
+def _net(prep, gx, softmax=None, hidden=32, norich_hidden=0):
     from models.training.pid.flash_common import kin_transform_np, make_modules
 
     kt = kin_transform_np(gx[:, :4])
@@ -109,7 +109,8 @@ def _net(prep, gx, softmax=None, hidden=32):
     return make_modules()["GlobalPIDNet"](loc, scale, float(gx[:, 2].mean()), float(gx[:, 2].std()), prep.r_mean,
                                           prep.r_std, prep.gates, prep.tables, prep.lo, prep.step,
                                           prep.const_mask.astype(np.float64), prep.const_value,
-                                          softmax=prep.softmax if softmax is None else softmax, hidden=hidden)
+                                          softmax=prep.softmax if softmax is None else softmax, hidden=hidden,
+                                          norich_hidden=norich_hidden)
 
 
 def test_globalpid_prep_tables_gates_and_head_choice():
@@ -200,7 +201,7 @@ def test_globalpid_norich_head_fixes_tracks_without_rich_and_leaves_the_others_b
     import torch
 
     from algorithms.pid.features import GLOBALPID_OUTPUTS
-    from models.training.pid.flash_common import GlobalPIDPrep, kin_transform_np, make_modules, train_weighted
+    from models.training.pid.flash_common import GlobalPIDPrep, train_weighted
 
     torch.manual_seed(5)
     gx, gy, t = _synthetic_globalpid(14_000, 5)
@@ -216,11 +217,7 @@ def test_globalpid_norich_head_fixes_tracks_without_rich_and_leaves_the_others_b
     train_weighted(base, lambda idx: base.loss(x[rich_tr[idx]], r[rich_tr[idx]], p[rich_tr[idx]], lg[rich_tr[idx]]),
                    len(rich_tr), np.ones(len(rich_tr)), lambda: float(base.loss(x[rv], r[rv], p[rv], lg[rv]).mean()),
                    seconds=1e9, max_epochs=4, batch=256, lr=5e-3, log=None)
-    k = kin_transform_np(gx[:, :4])
-    head = make_modules()["GlobalPIDNet"](k.mean(0), np.maximum(k.std(0), 1e-3), float(gx[:, 2].mean()),
-                                          float(gx[:, 2].std()), prep.r_mean, prep.r_std, prep.gates, prep.tables,
-                                          prep.lo, prep.step, prep.const_mask.astype(np.float64), prep.const_value,
-                                          softmax=prep.softmax, hidden=24, norich_hidden=12)
+    head = _net(prep, gx, hidden=24, norich_hidden=12)
     missing, unexpected = head.load_state_dict(base.state_dict(), strict=False)
     assert sorted(missing) == ["norich.0.bias", "norich.0.weight", "norich.2.bias", "norich.2.weight"]
     assert not unexpected

@@ -146,8 +146,10 @@ def main(argv=None) -> int:
         raise SystemExit(f"--species: unknown {bad}; expected a comma-separated subset of {list(SPECIES)}")
     # the validation's held-out rows (its defaults), or as many as asked for
     rows_a = train_args(["--input", a.input]
-                        + (["--validation-fraction", str(a.validation_fraction)] if a.validation_fraction else [])
-                        + (["--max-validation-rows", str(a.max_validation_rows)] if a.max_validation_rows else []))
+                        + (["--validation-fraction", str(a.validation_fraction)]
+                           if a.validation_fraction is not None else [])
+                        + (["--max-validation-rows", str(a.max_validation_rows)]
+                           if a.max_validation_rows is not None else []))
     d = load_sample(a.input)
     report = {}
     for s in a.species.split(","):

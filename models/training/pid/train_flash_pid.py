@@ -83,10 +83,11 @@ MUON_EXTRA_SOURCE = ("muon-enriched training rows: the isMuon rows of fresh teac
                      "(same spectrum; rows disjoint from the sample), see flash_common.teacher_muon_rows")
 
 
-def warm_start(model, a, kind, s, new=()):
+def warm_start(model, a, kind, s, new=(), fresh=None):
     """--init-state DIR: start from the parameters of an earlier training ({kind}_{s}.pt; buffers such
     as quantile tables and standardisations are the new ones).  ``new``: prefixes of parameters that
-    the earlier model may lack (they keep their initial values).  Returns a note for the card."""
+    the earlier model may lack (they keep their initial values; their names are appended to the list
+    ``fresh`` when given).  Returns a note for the card."""
     if not a.init_state:
         return None
     import torch
@@ -103,17 +104,11 @@ def warm_start(model, a, kind, s, new=()):
     with torch.no_grad():
         for k, v in same.items():
             own[k].copy_(v)
-    fresh = [k for k in own if k not in same]
-    log(f"  [{kind}_{s}] warm start from {path}" + (f" (new parameters: {', '.join(fresh)})" if fresh else ""))
+    new_names = [k for k in own if k not in same]
+    if fresh is not None:
+        fresh.extend(new_names)
+    log(f"  [{kind}_{s}] warm start from {path}" + (f" (new parameters: {', '.join(new_names)})" if new_names else ""))
     return str(path)
-
-
-def warm_start_fresh(model, a, kind, s) -> list:
-    """The parameters of ``model`` that the --init-state file of (kind, s) does not hold."""
-    import torch
-
-    old = torch.load(Path(a.init_state) / f"{kind}_{s}.pt", map_location="cpu")
-    return [k for k in dict(model.named_parameters()) if k not in old]
 
 
 def replaced_card_training(card: Path):
@@ -511,17 +506,16 @@ def train_species(d, s, a, out_dir: Path):
         TG = {k: np.concatenate([T[k], extra_g[k]]) for k in ("kin", "gx", "gy", "w", "hasRich", "isMuon", "InMuonAcc")}
         log(f"  [globalpid_{s}] {a.global_extra_tracks} extra teacher tracks ({time.time() - t1:.0f}s)")
     prep = GlobalPIDPrep(n_knots=a.global_table_knots).fit(TG["gx"], TG["gy"], TG["w"])
-    rT, pT, lT = prep.targets(TG["gx"], TG["gy"])
-    rV, pV, lV = prep.targets(V["gx"], V["gy"])
     nt = np.asarray(TG["kin"][:, 2], np.float64)
     net = M["GlobalPIDNet"](loc, scale, float(nt.mean()), float(max(nt.std(), 1.0)), prep.r_mean, prep.r_std,
                             prep.gates, prep.tables, prep.lo, prep.step, prep.const_mask.astype(np.float64),
                             prep.const_value, softmax=prep.softmax, hidden=a.global_hidden,
                             logit_weight=a.logit_weight, norich_hidden=a.global_norich_hidden)
-    ws = warm_start(net, a, "globalpid", s, new=("norich.",))
+    fresh = []
+    ws = warm_start(net, a, "globalpid", s, new=("norich.",), fresh=fresh)
     # a warm start from a model without the no-RICH head: that model is kept exactly (tracks with RICH
     # information get the same outputs) and only the new head is trained, on the rows without RICH
-    head_only = bool(ws) and a.global_norich_hidden > 0 and bool(warm_start_fresh(net, a, "globalpid", s))
+    head_only = bool(ws) and a.global_norich_hidden > 0 and bool(fresh)
     # rare (hasRich, muon state) categories (no RICH: ~1 %, isMuon hadrons: ~3 %, out of muon acceptance:
     # ~6 %) get a larger share of the loss: weights (category frequency)^-alpha.  The weights depend on
     # the inputs only, so the conditional model being fitted is unchanged; they only move capacity.
@@ -533,10 +527,10 @@ def train_species(d, s, a, out_dir: Path):
         base_card = replaced_card_training(paths["globalpid"].with_suffix(".yaml"))
         TH, VH, extra_h = norich_rows(TG, V, a, s)
         bT, bV = np.ones(len(TH["w"])), np.ones(len(VH["w"]))
-        rT, pT, lT = prep.targets(TH["gx"], TH["gy"])
-        rV, pV, lV = prep.targets(VH["gx"], VH["gy"])
         log(f"  [globalpid_{s}] warm start without a no-RICH head: only the head is trained, on "
             f"{len(TH['w'])} rows without RICH (held out: {len(VH['w'])})")
+    rT, pT, lT = prep.targets(TH["gx"], TH["gy"])
+    rV, pV, lV = prep.targets(VH["gx"], VH["gy"])
     dev = lambda arr: tt(arr).to(a.device)  # noqa: E731  (training tensors on the --device)
     gxT, grT, gpT, glT = dev(TH["gx"]), dev(rT), dev(pT), dev(lT)
     gxV, grV, gpV, glV = dev(VH["gx"]), dev(rV), dev(pV), dev(lV)
