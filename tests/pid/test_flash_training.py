@@ -612,3 +612,53 @@ def test_autoregressive_rich_model_learns_joint_tails_and_keeps_point_masses(tmp
     sigma = np.sqrt(2 * ref / 40_000)
     assert 0.01 < ref < 0.05
     assert abs(gen - ref) <= 0.15 * ref + 2 * sigma, (gen, ref)
+
+
+def test_classifier_momentum_steps_reproduce_a_step_the_smooth_classifier_spreads(tmp_path):
+    """--clf-p-steps: IsMuon's station requirements change at 3, 6 and 10 GeV, so the muon-state classes
+    step there.  On synthetic classes with a step at 10 GeV (isMuon 30 % below, 3 % above), the classifier
+    with the feature p > 10 GeV, as exported to ONNX, gives both sides within their statistical errors, where
+    the same classifier without it (same rows and steps of Adam) spreads the step over the neighbouring
+    momenta; and the training command writes the feature into the card."""
+    import onnxruntime as ort
+    import torch
+
+    from models.training.pid.flash_common import export, kin_transform_np, make_modules
+    from models.training.pid.train_flash_pid import main
+
+    rng = np.random.default_rng(3)
+    n = 40000
+    p = np.exp(rng.uniform(np.log(4000.0), np.log(25000.0), n))
+    kin = np.stack([p, rng.uniform(2.0, 4.9, n), rng.integers(5, 150, n), rng.choice([-1.0, 1.0], n)], 1)
+    cls = (rng.random(n) < np.where(p > 10000.0, 0.03, 0.30)).astype(np.int64)   # class 1: "isMuon"
+    kt = kin_transform_np(kin)
+    loc, scale = kt.mean(0), kt.std(0)
+    x, y = torch.as_tensor(kin, dtype=torch.float32), torch.as_tensor(cls)
+    near = np.array([8000.0, 9500.0, 9990.0, 10010.0, 10500.0, 12000.0])
+    xq = np.stack([near, np.full(6, 3.0), np.full(6, 60.0), np.ones(6)], 1).astype(np.float32)
+    rate = {}
+    for steps in ((), (3.0, 6.0, 10.0)):
+        torch.manual_seed(0)
+        net = make_modules()["ClassifierNet"](loc, scale, hidden=16, n_out=2, p_steps_gev=steps)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+        for it in range(400):
+            idx = torch.as_tensor(rng.integers(0, n, 4096))
+            loss = torch.nn.functional.cross_entropy(net.logits(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        path = export(net, tmp_path / f"clf_{len(steps)}.onnx", 4)
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        rate[steps] = sess.run(None, {"x": xq})[0][:, 1]
+    with_steps, smooth = rate[(3.0, 6.0, 10.0)], rate[()]
+    # 40k rows: the fitted rates' errors are ~0.01 (below) and ~0.003 (above)
+    assert np.all(np.abs(with_steps[:3] - 0.30) < 0.04), with_steps
+    assert np.all(np.abs(with_steps[3:] - 0.03) < 0.015), with_steps
+    assert abs(smooth[2] - 0.30) + abs(smooth[3] - 0.03) > 0.08, smooth   # the smooth net cannot step at once
+
+    out, args = _tiny_kaon_training(tmp_path)
+    assert main(args + ["--kinds", "ismuon,rich,muon,globalpid", "--clf-p-steps", "3,6,10"]) == 0
+    card = yaml.safe_load((out / "testpid_ismuon_K.yaml").read_text())
+    assert card["training"]["settings"]["architecture"].startswith("MLP 7-32-32-6 SiLU, softmax of (log p, eta, ")
+    assert "p > 3, 6, 10 GeV" in card["training"]["settings"]["architecture"]
+    assert "--clf-p-steps 3,6,10" in card["training"]["command"]

@@ -316,16 +316,26 @@ def make_modules():
             return (z - self.loc) * self.inv
 
     class ClassifierNet(nn.Module):
-        """x (KIN_INPUTS) -> softmax over the 6 joint (hasRich, muon state) classes."""
+        """x (KIN_INPUTS) -> softmax over the 6 joint (hasRich, muon state) classes.
 
-        def __init__(self, loc, scale, hidden=32, n_out=6):
+        ``p_steps_gev``: momenta (GeV) at which the classes may step (IsMuon's station requirements change at
+        3, 6 and 10 GeV); each adds the input feature p > step (+-1), so that the MLP need not bend a smooth
+        function of log p into a step.  ``loc``/``scale`` standardise the 4 transformed kinematic features."""
+
+        def __init__(self, loc, scale, hidden=32, n_out=6, p_steps_gev=()):
             super().__init__()
             self.std = Standardise(loc, scale)
-            self.net = nn.Sequential(nn.Linear(4, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+            self.register_buffer("p_steps", torch.as_tensor(np.asarray(p_steps_gev, np.float32).reshape(1, -1) * 1000.0))
+            self.n_steps = len(p_steps_gev)
+            n_in = 4 + self.n_steps
+            self.net = nn.Sequential(nn.Linear(n_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
                                      nn.Linear(hidden, n_out))
 
         def logits(self, x):
-            return self.net(self.std(kin_transform(x)))
+            z = self.std(kin_transform(x))
+            if self.n_steps:
+                z = torch.cat([z, 2.0 * (x[:, 0:1] > self.p_steps).to(z.dtype) - 1.0], dim=1)
+            return self.net(z)
 
         def forward(self, x):
             return torch.softmax(self.logits(x), dim=1)

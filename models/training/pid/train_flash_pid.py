@@ -200,7 +200,7 @@ def train_species(d, s, a, out_dir: Path):
     kt = kin_transform_np(T["kin"])
     loc, scale = kt.mean(0), np.maximum(kt.std(0), 1e-3)
     loc[3], scale[3] = 0.0, 1.0
-    clf = M["ClassifierNet"](loc, scale, hidden=a.clf_hidden)
+    clf = M["ClassifierNet"](loc, scale, hidden=a.clf_hidden, p_steps_gev=a.clf_p_steps)
     if "ismuon" not in kinds:
         clf = None
     kC, cC, wC, extra_c = T["kin"], T["classes"], T["w"], None   # the classifier's training rows
@@ -223,7 +223,10 @@ def train_species(d, s, a, out_dir: Path):
                              name=f"ismuon_{s}", log=log)
         export(clf, paths["ismuon"], 4)
         save_state(clf, a, "ismuon", s)
-        settings["ismuon"] = {"architecture": f"MLP 4-{a.clf_hidden}-{a.clf_hidden}-6 SiLU, softmax", **fig}
+        steps = (f" of (log p, eta, log(1 + nTracks), charge) and p > {', '.join(f'{x:g}' for x in a.clf_p_steps)} GeV"
+                 if a.clf_p_steps else "")
+        settings["ismuon"] = {"architecture": f"MLP {4 + len(a.clf_p_steps)}-{a.clf_hidden}-{a.clf_hidden}-6 SiLU, softmax"
+                                              + steps, **fig}
         if ws:
             settings["ismuon"]["warm_start"] = ws
         if extra_c is not None:
@@ -1211,6 +1214,9 @@ def parse_args(argv):
                     help="epoch cap of every model (the budgets are wall time; the e and mu RICH flows of the shipped "
                          "models reached this cap before their 1700 s)")
     ap.add_argument("--clf-hidden", type=int, default=32)
+    ap.add_argument("--clf-p-steps", type=lambda v: tuple(float(x) for x in v.split(",") if x), default=(),
+                    help="classifier: momenta in GeV (comma-separated, e.g. 3,6,10: IsMuon's station requirements) "
+                         "at which its classes may step; each adds the input feature p > step")
     ap.add_argument("--rich-layers", type=int, default=6)
     ap.add_argument("--rich-hidden", type=int, default=32)
     ap.add_argument("--rich-embed", type=int, default=16)
