@@ -87,3 +87,44 @@ def test_curve_model_puts_mass_on_curves_and_follows_conditions(tmp_path):
     for lo, hi in ((-1.3, -0.5), (0.5, 2.4)):
         m = (lp >= lo) & (lp < hi) & (gen_c == 0)
         assert abs(np.mean(s[m]) - np.mean(2.0 * lp[m])) < 0.15
+
+
+def test_curve_model_momentum_steps_reproduce_curve_weights_that_step(tmp_path):
+    """p_steps_gev: IsMuon's station requirements change at 3, 6 and 10 GeV, so the curves' weights step
+    there.  Synthetic rows whose curve 2 has weight 0.5 below 10 GeV and 0.05 above: with the feature
+    p > 10 GeV the exported graph steps right at 10 GeV (a smooth MLP of log p moves by ~0.05 from 9.9 to
+    10.1 GeV)."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(7)
+    n = 40_000
+    x, _, _, _ = synthetic(n, 8, crossing=False)
+    p = x[:, 0].astype(np.float64)
+    c = np.where(rng.random(n) < np.where(p > 10_000.0, 0.05, 0.5), 2, rng.integers(0, 2, n))
+    s = rng.normal(1.0 + c, 1.0)
+    b = curve_bkg(c, s) + 3.0 * c
+    y = np.stack([s + b, b], 1).astype(np.float32)
+    cur = find_muon_curves(y[:, 0], y[:, 1])
+    assert cur["n_curves"] == 3
+    tab = CurveTables().fit(y[:, 0], y[:, 1], cur["labels"], cur["n_curves"], n_knots=257)
+    kt = np.stack([np.log(x[:, 0] / 1000.0), x[:, 1], np.log1p(x[:, 2]), x[:, 3]], 1)
+    model = build_curve_muon_model(kt.mean(0), kt.std(0) + 1e-3, tab, 8, hidden=16, p_steps_gev=(3, 6, 10))
+    tgt = model.targets(tab.position(y[:, 0], y[:, 1], cur["labels"]), cur["labels"])
+    xt = torch.as_tensor(x)
+    train_weighted(model, lambda idx: model.loss(xt[idx], tgt[idx]), n, np.ones(n),
+                   lambda: float(model.loss(xt[:2000], tgt[:2000]).mean()), seconds=120, max_epochs=60, lr=5e-3,
+                   log=None)
+    path = export(model, tmp_path / "curves_steps.onnx", 4, noise_dim=2)
+    m = 20_000
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    frac = {}
+    for p_q in (9_900.0, 10_100.0):
+        xq = np.tile(np.array([[p_q, 3.0, 60.0, 1.0]], np.float32), (m, 1))
+        g = sess.run(None, {"x": xq, "noise": rng.standard_normal((m, 2)).astype(np.float32)})[0]
+        sg = g[:, 0].astype(np.float64) - g[:, 1]
+        k = np.argmin(np.stack([np.abs(g[:, 1] - (curve_bkg(j, sg) + 3.0 * j)) for j in range(3)], 1), 1)
+        frac[p_q] = np.mean(k == 2)
+    # above: 0.05 (the draws' error 0.0015, the fit's ~0.005); the step of 0.45 at once (below, the fit
+    # comes out a few 0.01 low after this short training)
+    assert abs(frac[10_100.0] - 0.05) < 0.02, frac
+    assert frac[9_900.0] - frac[10_100.0] > 0.35, frac

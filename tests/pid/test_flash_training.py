@@ -657,7 +657,7 @@ def test_classifier_momentum_steps_reproduce_a_step_the_smooth_classifier_spread
     assert abs(smooth[2] - 0.30) + abs(smooth[3] - 0.03) > 0.08, smooth   # the smooth net cannot step at once
 
     out, args = _tiny_kaon_training(tmp_path)
-    assert main(args + ["--kinds", "ismuon,rich,muon,globalpid", "--clf-p-steps", "3,6,10"]) == 0
+    assert main(args + ["--kinds", "ismuon,rich,muon,globalpid", "--clf-p-steps", "3,6,10", "--muon-p-steps", "6,10"]) == 0
     card = yaml.safe_load((out / "testpid_ismuon_K.yaml").read_text())
     assert card["training"]["settings"]["architecture"].startswith("MLP 7-32-32-6 SiLU, softmax of (log p, eta, ")
     assert "p > 3, 6, 10 GeV" in card["training"]["settings"]["architecture"]

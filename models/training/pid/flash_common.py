@@ -306,6 +306,17 @@ def make_modules():
         nt = torch.clamp(x[:, 2:3], min=0.0)
         return torch.cat([torch.log(p / 1000.0), x[:, 1:2], torch.log(nt + 1.0), x[:, 3:4]], dim=1)
 
+    def with_p_steps(z, x, steps):
+        """The standardised features z, then +-1 for p > each step (steps [1, k] in MeV, or None; see
+        ClassifierNet)."""
+        return z if steps is None else torch.cat([z, 2.0 * (x[:, 0:1] > steps).to(z.dtype) - 1.0], dim=1)
+
+    def p_steps_buffer(p_steps_gev):
+        """The buffer of :func:`with_p_steps` (None without steps: earlier models' state is unchanged)."""
+        if not len(p_steps_gev):
+            return None
+        return torch.as_tensor(np.asarray(p_steps_gev, np.float32).reshape(1, -1) * 1000.0)
+
     class Standardise(nn.Module):
         def __init__(self, loc, scale):
             super().__init__()
@@ -325,17 +336,13 @@ def make_modules():
         def __init__(self, loc, scale, hidden=32, n_out=6, p_steps_gev=()):
             super().__init__()
             self.std = Standardise(loc, scale)
-            self.register_buffer("p_steps", torch.as_tensor(np.asarray(p_steps_gev, np.float32).reshape(1, -1) * 1000.0))
-            self.n_steps = len(p_steps_gev)
-            n_in = 4 + self.n_steps
+            self.register_buffer("p_steps", p_steps_buffer(p_steps_gev))
+            n_in = 4 + len(p_steps_gev)
             self.net = nn.Sequential(nn.Linear(n_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
                                      nn.Linear(hidden, n_out))
 
         def logits(self, x):
-            z = self.std(kin_transform(x))
-            if self.n_steps:
-                z = torch.cat([z, 2.0 * (x[:, 0:1] > self.p_steps).to(z.dtype) - 1.0], dim=1)
-            return self.net(z)
+            return self.net(with_p_steps(self.std(kin_transform(x)), x, self.p_steps))
 
         def forward(self, x):
             return torch.softmax(self.logits(x), dim=1)
@@ -501,7 +508,7 @@ def make_modules():
             return y
 
     return {"ClassifierNet": ClassifierNet, "GlobalPIDNet": GlobalPIDNet,
-            "kin_transform": kin_transform}
+            "kin_transform": kin_transform, "with_p_steps": with_p_steps, "p_steps_buffer": p_steps_buffer}
 
 
 class GlobalPIDPrep:
@@ -1124,7 +1131,8 @@ class CurveTables:
         return np.clip(v, 0.0, 1.0)
 
 
-def build_curve_muon_model(kin_loc, kin_scale, tables: CurveTables, n_bins: int, hidden: int = 32, seed: int = 0):
+def build_curve_muon_model(kin_loc, kin_scale, tables: CurveTables, n_bins: int, hidden: int = 32, seed: int = 0,
+                           p_steps_gev=()):
     """MUON model on curves: an MLP gives the logits of the curve c (n_curves) and, per curve, of the
     bin of v (n_bins equal bins of the curve's marginal CDF); ``forward(x, noise)`` -> (MuonMuLL,
     MuonBkgLL).  Sampling (in the graph, no random ops): the two N(0,1) noise inputs become uniforms
@@ -1132,12 +1140,15 @@ def build_curve_muon_model(kin_loc, kin_scale, tables: CurveTables, n_bins: int,
     the bin (cumulative sums as products with triangular matrices: the CumSum operator is ~10 ns per
     element on one onnxruntime thread); the curve's tables give s(v) and MuonBkgLL = g_c(s) (linear
     interpolation between knots), MuonMuLL = s + MuonBkgLL.  The density along a curve is piecewise
-    constant in v within a bin: exact likelihood = cross-entropy of the curve + that of the bin."""
+    constant in v within a bin: exact likelihood = cross-entropy of the curve + that of the bin.
+    ``p_steps_gev``: the MLP's extra features p > step (as the classifier's; IsMuon's station requirements,
+    hence the curves' weights, change at 3, 6 and 10 GeV)."""
     import torch
     from torch import nn
 
     torch.manual_seed(seed)
-    kin_transform = make_modules()["kin_transform"]
+    mods = make_modules()
+    kin_transform, with_p_steps = mods["kin_transform"], mods["with_p_steps"]
     C, K = tables.S.shape
     B = int(n_bins)
     f32 = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32))  # noqa: E731
@@ -1148,7 +1159,9 @@ def build_curve_muon_model(kin_loc, kin_scale, tables: CurveTables, n_bins: int,
             self.n_curves, self.n_bins, self.K = C, B, K
             self.register_buffer("c_loc", f32(kin_loc))
             self.register_buffer("c_inv", 1.0 / f32(kin_scale))
-            self.net = nn.Sequential(nn.Linear(4, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
+            self.register_buffer("p_steps", mods["p_steps_buffer"](p_steps_gev))
+            self.net = nn.Sequential(nn.Linear(4 + len(p_steps_gev), hidden), nn.SiLU(), nn.Linear(hidden, hidden),
+                                     nn.SiLU())
             self.head_c = nn.Linear(hidden, C)
             self.head_b = nn.Linear(hidden, C * B)
             self.register_buffer("S_flat", f32(tables.S.reshape(-1)))          # s(v), [C*K]
@@ -1160,7 +1173,7 @@ def build_curve_muon_model(kin_loc, kin_scale, tables: CurveTables, n_bins: int,
             self.register_buffer("tri_b", f32(np.triu(np.ones((B, B)))))
 
         def heads(self, x):
-            h = self.net((kin_transform(x) - self.c_loc) * self.c_inv)
+            h = self.net(with_p_steps((kin_transform(x) - self.c_loc) * self.c_inv, x, self.p_steps))
             return self.head_c(h), self.head_b(h).reshape(-1, C, B)
 
         def targets(self, v, labels):

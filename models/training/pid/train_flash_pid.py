@@ -444,7 +444,8 @@ def train_species(d, s, a, out_dir: Path):
         n_bins = a.muon_curve_bins or int(min(32, max(8, 2 ** round(math.log2(max(n1 / (C * 200), 1))))))
         sV, bV = V["muon"][mV, 0].astype(np.float64) - V["muon"][mV, 1], V["muon"][mV, 1].astype(np.float64)
         labV = np.argmin(np.stack([np.abs(bV - tab.curve(c, sV)) for c in range(C)], 1), axis=1)
-        model = build_curve_muon_model(loc, scale, tab, n_bins, hidden=a.muon_curve_hidden, seed=a.seed + si)
+        model = build_curve_muon_model(loc, scale, tab, n_bins, hidden=a.muon_curve_hidden, seed=a.seed + si,
+                                       p_steps_gev=a.muon_p_steps)
         ws = warm_start(model, a, "muon", s)
         cT = model.targets(tab.position(tgt[:, 0], tgt[:, 1], cur["labels"]), cur["labels"])
         cV = model.targets(tab.position(V["muon"][mV, 0], V["muon"][mV, 1], labV), labV)
@@ -458,8 +459,11 @@ def train_species(d, s, a, out_dir: Path):
         save_state(model, a, "muon", s)
         settings["muon"] = {
             "architecture": f"curves x conditional histogram: the (MuonMuLL, MuonBkgLL) pairs lie on {C} curves "
-                            f"MuonBkgLL = g_c(MuonMuLL - MuonBkgLL) found in the training rows; an MLP 4-"
-                            f"{a.muon_curve_hidden}-{a.muon_curve_hidden} (SiLU) with heads {C} (curve) and "
+                            f"MuonBkgLL = g_c(MuonMuLL - MuonBkgLL) found in the training rows; an MLP "
+                            f"{4 + len(a.muon_p_steps)}-{a.muon_curve_hidden}-{a.muon_curve_hidden} (SiLU) "
+                            + (f"of (log p, eta, log(1 + nTracks), charge) and p > "
+                               f"{', '.join(f'{x:g}' for x in a.muon_p_steps)} GeV " if a.muon_p_steps else "")
+                            + f"with heads {C} (curve) and "
                             f"{C}x{n_bins} (per curve, bins of the curve's marginal CDF v); u1 = Phi(noise 1) picks "
                             f"the curve, "
                             f"u2 = Phi(noise 2) the bin and the position in it; per-curve tables of "
@@ -488,6 +492,8 @@ def train_species(d, s, a, out_dir: Path):
         a_flow = True
     else:
         a_flow = a.muon_model == "flow"
+    if a_flow and "muon" in kinds and a.muon_p_steps:
+        log(f"  [muon_{s}] --muon-p-steps: not used by the conditional flow")
     if a_flow:
         fit_flow("muon", "muon", "isMuon", 2, a.muon_layers, a.muon_hidden, a.muon_embed, a.seconds_muon, extra=extra)
 
@@ -1191,6 +1197,17 @@ def benchmark(n_tracks=100_000, pattern=None, repeats=3, species_mix=(0.02, 0.05
 
 
 # ----------------------------------------------------------------------------------------------
+def gev_list(v):
+    """'3,6,10' -> (3.0, 6.0, 10.0): momenta in GeV, increasing."""
+    try:
+        x = tuple(float(t) for t in v.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{v!r}: expected comma-separated momenta in GeV, e.g. 3,6,10") from None
+    if any(b <= a for a, b in zip(x, x[1:])) or any(t <= 0 for t in x):
+        raise argparse.ArgumentTypeError(f"{v!r}: expected positive momenta in GeV in increasing order")
+    return x
+
+
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--input", help="ROOT file of teacher samples or calibration samples")
@@ -1214,9 +1231,12 @@ def parse_args(argv):
                     help="epoch cap of every model (the budgets are wall time; the e and mu RICH flows of the shipped "
                          "models reached this cap before their 1700 s)")
     ap.add_argument("--clf-hidden", type=int, default=32)
-    ap.add_argument("--clf-p-steps", type=lambda v: tuple(float(x) for x in v.split(",") if x), default=(),
+    ap.add_argument("--clf-p-steps", type=gev_list, default=(),
                     help="classifier: momenta in GeV (comma-separated, e.g. 3,6,10: IsMuon's station requirements) "
                          "at which its classes may step; each adds the input feature p > step")
+    ap.add_argument("--muon-p-steps", type=gev_list, default=(),
+                    help="MUON model on curves: as --clf-p-steps, for its MLP (the curves' weights step with "
+                         "IsMuon's station requirements; the 2D-flow fallback does not use them)")
     ap.add_argument("--rich-layers", type=int, default=6)
     ap.add_argument("--rich-hidden", type=int, default=32)
     ap.add_argument("--rich-embed", type=int, default=16)
