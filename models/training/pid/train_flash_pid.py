@@ -1138,7 +1138,8 @@ TECHNIQUE = ("RICH (--rich-model ar; K and p since issue 6's eighth round, e and
              "hit distance per number of stations with hits), where a 2D flow cannot put its mass; the curves are "
              "found in the training rows, and the model draws the curve (categorical) and the position along it "
              "(conditional histogram of the curve's marginal CDF), both from an MLP of the kinematics (the 2D flow "
-             "is the fallback when the rows are not on curves). GlobalPID: in the teacher the combined DLLs and ProbNN are deterministic functions of the "
+             "is the fallback when the rows are not on curves); the MLP also sees p > 3, 6 and 10 GeV, where IsMuon's "
+             "station requirements, hence the curves' weights, step (--muon-p-steps; issue 6, thirteenth round). GlobalPID: in the teacher the combined DLLs and ProbNN are deterministic functions of the "
              "sub-detector responses, so a flow is ill-posed; the model keeps the exact sub-detector sums, adds "
              "per-muon-state tables in log p and Gaussian corrections only where the training residual is not "
              "identically 0, and distils the ProbNN log-probabilities (softmax head when they sum to 1) with a "
@@ -1147,7 +1148,9 @@ TECHNIQUE = ("RICH (--rich-model ar; K and p since issue 6's eighth round, e and
              "teacher's deterministic outputs would be exact; a fitted width also holds the mean's own error); the "
              "tracks without RICH information (~2 %, whose ProbNN are a different, simple function of the kinematics "
              "and the muon information) get their own small tanh head on top (--global-norich-hidden; issue 6, twelfth "
-             "round). isMuon/hasRich/InMuonAcc: one 6-class classifier keeps their correlations.")
+             "round). isMuon/hasRich/InMuonAcc: one 6-class classifier keeps their correlations; its MLP also sees "
+             "p > 3, 6 and 10 GeV (--clf-p-steps; thirteenth round), so that isMuon can step there as IsMuon's "
+             "requirements do, which a smooth function of log p spreads over the neighbouring momenta.")
 
 
 # ----------------------------------------------------------------------------------------------
