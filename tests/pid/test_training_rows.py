@@ -235,3 +235,18 @@ def test_attribution_replaces_one_teacher_stage_at_a_time(tmp_path):
     assert main(["--input", str(path), "--species", "K", "--sets", "1", "--replicas", "2", "--validation-fraction",
                  "0.9", "--max-validation-rows", "5000", "--report", str(tmp_path / "b.json")]) == 0
     assert json.loads((tmp_path / "b.json").read_text())["K"]["rows"] == 5000
+
+
+def test_momentum_step_options_are_checked(capsys):
+    """--clf-p-steps / --muon-p-steps: comma-separated positive momenta in GeV, increasing; anything else is
+    refused with the option and what was expected."""
+    from models.training.pid.train_flash_pid import parse_args
+
+    a = parse_args(["--input", "x.root", "--clf-p-steps", "3,6,10", "--muon-p-steps", "6,10"])
+    assert a.clf_p_steps == (3.0, 6.0, 10.0) and a.muon_p_steps == (6.0, 10.0)
+    assert parse_args(["--input", "x.root"]).clf_p_steps == ()
+    for bad, why in (("10,6", "increasing"), ("3,six", "comma-separated momenta in GeV"), ("0,3", "positive")):
+        with pytest.raises(SystemExit):
+            parse_args(["--input", "x.root", "--clf-p-steps", bad])
+        err = capsys.readouterr().err
+        assert "--clf-p-steps" in err and why in err, err

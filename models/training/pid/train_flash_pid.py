@@ -223,10 +223,8 @@ def train_species(d, s, a, out_dir: Path):
                              name=f"ismuon_{s}", log=log)
         export(clf, paths["ismuon"], 4)
         save_state(clf, a, "ismuon", s)
-        steps = (f" of (log p, eta, log(1 + nTracks), charge) and p > {', '.join(f'{x:g}' for x in a.clf_p_steps)} GeV"
-                 if a.clf_p_steps else "")
-        settings["ismuon"] = {"architecture": f"MLP {4 + len(a.clf_p_steps)}-{a.clf_hidden}-{a.clf_hidden}-6 SiLU, softmax"
-                                              + steps, **fig}
+        settings["ismuon"] = {"architecture": f"MLP {4 + len(a.clf_p_steps)}-{a.clf_hidden}-{a.clf_hidden}-6 SiLU, "
+                                              f"softmax{p_steps_phrase(a.clf_p_steps, ' ', '')}", **fig}
         if ws:
             settings["ismuon"]["warm_start"] = ws
         if extra_c is not None:
@@ -461,9 +459,7 @@ def train_species(d, s, a, out_dir: Path):
             "architecture": f"curves x conditional histogram: the (MuonMuLL, MuonBkgLL) pairs lie on {C} curves "
                             f"MuonBkgLL = g_c(MuonMuLL - MuonBkgLL) found in the training rows; an MLP "
                             f"{4 + len(a.muon_p_steps)}-{a.muon_curve_hidden}-{a.muon_curve_hidden} (SiLU) "
-                            + (f"of (log p, eta, log(1 + nTracks), charge) and p > "
-                               f"{', '.join(f'{x:g}' for x in a.muon_p_steps)} GeV " if a.muon_p_steps else "")
-                            + f"with heads {C} (curve) and "
+                            f"{p_steps_phrase(a.muon_p_steps, '', ' ')}with heads {C} (curve) and "
                             f"{C}x{n_bins} (per curve, bins of the curve's marginal CDF v); u1 = Phi(noise 1) picks "
                             f"the curve, "
                             f"u2 = Phi(noise 2) the bin and the position in it; per-curve tables of "
@@ -1200,6 +1196,13 @@ def benchmark(n_tracks=100_000, pattern=None, repeats=3, species_mix=(0.02, 0.05
 
 
 # ----------------------------------------------------------------------------------------------
+def p_steps_phrase(steps, before, after):
+    """The cards' words for an MLP's inputs with momentum steps (--clf-p-steps, --muon-p-steps); '' without."""
+    if not steps:
+        return ""
+    return f"{before}of (log p, eta, log(1 + nTracks), charge) and p > {', '.join(f'{x:g}' for x in steps)} GeV{after}"
+
+
 def gev_list(v):
     """'3,6,10' -> (3.0, 6.0, 10.0): momenta in GeV, increasing."""
     try:
