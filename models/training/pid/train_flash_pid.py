@@ -123,11 +123,15 @@ def replaced_card_training(card: Path):
                                                                 "lbfgs_seconds", "warm_start") if st.get(k) is not None}}
 
 
+#: the columns of the GlobalPID model's training rows (columns_for / teacher_global_rows)
+GLOBAL_ROW_KEYS = ("kin", "gx", "gy", "w", "hasRich", "isMuon", "InMuonAcc")
+
+
 def norich_rows(TG, V, a, s):
     """The GlobalPID no-RICH head's rows: those without RICH of the training rows ``TG`` plus, with
     --global-norich-tracks N, of N fresh teacher tracks (rows from 7e12 + species * 1e10), and of the
     held-out rows ``V``.  Returns (training rows, held-out rows, the extra rows or None)."""
-    keys = ("kin", "gx", "gy", "w", "hasRich", "isMuon", "InMuonAcc")
+    keys = GLOBAL_ROW_KEYS
     TH = {k: TG[k][~TG["hasRich"]] for k in keys}
     extra = None
     if a.global_norich_tracks > 0:
@@ -508,7 +512,7 @@ def train_species(d, s, a, out_dir: Path):
 
         t1 = time.time()
         extra_g = teacher_global_rows(s, a.global_extra_tracks, seed=a.teacher_seed)
-        TG = {k: np.concatenate([T[k], extra_g[k]]) for k in ("kin", "gx", "gy", "w", "hasRich", "isMuon", "InMuonAcc")}
+        TG = {k: np.concatenate([T[k], extra_g[k]]) for k in GLOBAL_ROW_KEYS}
         log(f"  [globalpid_{s}] {a.global_extra_tracks} extra teacher tracks ({time.time() - t1:.0f}s)")
     prep = GlobalPIDPrep(n_knots=a.global_table_knots).fit(TG["gx"], TG["gy"], TG["w"])
     nt = np.asarray(TG["kin"][:, 2], np.float64)
@@ -524,9 +528,10 @@ def train_species(d, s, a, out_dir: Path):
     # rare (hasRich, muon state) categories (no RICH: ~1 %, isMuon hadrons: ~3 %, out of muon acceptance:
     # ~6 %) get a larger share of the loss: weights (category frequency)^-alpha.  The weights depend on
     # the inputs only, so the conditional model being fitted is unchanged; they only move capacity.
-    bT, bV = balance_weights(TG, a.global_balance), balance_weights(V, a.global_balance, ref=TG)
     TH, VH, extra_h, base_card = TG, V, None, None      # the rows trained on (head only: those without RICH)
-    if head_only:
+    if not head_only:
+        bT, bV = balance_weights(TG, a.global_balance), balance_weights(V, a.global_balance, ref=TG)
+    else:   # head only: the rows without RICH, unit weights
         for k, prm in net.named_parameters():
             prm.requires_grad_(k.startswith("norich."))
         base_card = replaced_card_training(paths["globalpid"].with_suffix(".yaml"))
