@@ -662,3 +662,42 @@ def test_classifier_momentum_steps_reproduce_a_step_the_smooth_classifier_spread
     assert card["training"]["settings"]["architecture"].startswith("MLP 7-32-32-6 SiLU, softmax of (log p, eta, ")
     assert "p > 3, 6, 10 GeV" in card["training"]["settings"]["architecture"]
     assert "--clf-p-steps 3,6,10" in card["training"]["command"]
+
+
+def test_init_onnx_warm_starts_from_exported_models(tmp_path):
+    """--init-onnx DIR: each model starts from the parameters stored in {prefix}_{kind}_{species}.onnx there
+    (the exported initializers keep the torch names), so the shipped models can be trained on without their
+    --save-state; the card records the file.  A model of another architecture there is not used."""
+    import shutil
+
+    import onnx
+    from onnx import numpy_helper
+
+    from models.training.pid.train_flash_pid import main
+
+    def nets(path):
+        return {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer
+                if i.name.startswith("nets.")}
+
+    out, args = _tiny_kaon_training(tmp_path)
+    args = args + ["--rich-model", "ar", "--ar-hidden", "16"]
+    assert main(args) == 0
+    init = tmp_path / "init"
+    shutil.copytree(out, init)
+    ref = nets(init / "testpid_rich_K.onnx")
+    assert len(ref) == 24
+    # one epoch at a negligible learning rate: the warm-started parameters are the file's
+    quiet = ["--kinds", "rich", "--max-epochs", "1", "--flow-lr", "1e-9"]
+    assert main(args + quiet + ["--init-onnx", str(init)]) == 0
+    got = nets(out / "testpid_rich_K.onnx")
+    assert max(float(np.abs(got[k] - ref[k]).max()) for k in ref) < 1e-5
+    st = yaml.safe_load((out / "testpid_rich_K.yaml").read_text())["training"]["settings"]
+    assert st["warm_start"] == str(init / "testpid_rich_K.onnx")
+    # without it the same run starts from the seed's initialisation, which the 2 epochs of the first run left
+    assert main(args + quiet) == 0
+    fresh = nets(out / "testpid_rich_K.onnx")
+    assert max(float(np.abs(fresh[k] - ref[k]).max()) for k in ref) > 1e-3
+    assert "warm_start" not in yaml.safe_load((out / "testpid_rich_K.yaml").read_text())["training"]["settings"]
+    # another architecture in the folder: not used
+    assert main(args[:-1] + ["8"] + quiet + ["--init-onnx", str(init)]) == 0
+    assert "warm_start" not in yaml.safe_load((out / "testpid_rich_K.yaml").read_text())["training"]["settings"]

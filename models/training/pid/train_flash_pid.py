@@ -85,21 +85,28 @@ MUON_EXTRA_SOURCE = ("muon-enriched training rows: the isMuon rows of fresh teac
 
 def warm_start(model, a, kind, s, new=(), fresh=None):
     """--init-state DIR: start from the parameters of an earlier training ({kind}_{s}.pt; buffers such
-    as quantile tables and standardisations are the new ones).  ``new``: prefixes of parameters that
+    as quantile tables and standardisations are the new ones).  --init-onnx DIR: the same from the exported
+    models {prefix}_{kind}_{s}.onnx there (:func:`onnx_parameters`), e.g. the shipped ones, when no state was kept.  ``new``: prefixes of parameters that
     the earlier model may lack (they keep their initial values; their names are appended to the list
     ``fresh`` when given).  Returns a note for the card."""
-    if not a.init_state:
-        return None
     import torch
 
-    path = Path(a.init_state) / f"{kind}_{s}.pt"
-    if not path.is_file():
+    if a.init_state:
+        path = Path(a.init_state) / f"{kind}_{s}.pt"
+        if not path.is_file():
+            return None
+        old = torch.load(path, map_location="cpu")
+    elif getattr(a, "init_onnx", None):
+        path = Path(a.init_onnx) / f"{a.prefix}_{kind}_{s}.onnx"
+        if not path.is_file():
+            return None
+        old = onnx_parameters(path)
+    else:
         return None
-    old = torch.load(path, map_location="cpu")
     own = dict(model.named_parameters())
     same = {k: v for k, v in old.items() if k in own and own[k].shape == v.shape}
     if any(k not in same for k in own if k in old or not any(k.startswith(p) for p in new)):
-        log(f"  [{kind}_{s}] --init-state {path}: parameters do not match, not used")
+        log(f"  [{kind}_{s}] warm start from {path}: parameters do not match, not used")
         return None
     with torch.no_grad():
         for k, v in same.items():
@@ -109,6 +116,18 @@ def warm_start(model, a, kind, s, new=(), fresh=None):
         fresh.extend(new_names)
     log(f"  [{kind}_{s}] warm start from {path}" + (f" (new parameters: {', '.join(new_names)})" if new_names else ""))
     return str(path)
+
+
+def onnx_parameters(path) -> dict:
+    """The parameters of a model exported by :func:`flash_common.export` as torch tensors, by name: the ONNX
+    initializers keep the names of the torch module's parameters (``nets.0.0.weight``, ...).  Initializers that
+    the export renamed or folded are not returned, so a model whose parameters are not all there is refused by
+    :func:`warm_start` (it names the file)."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    return {i.name: torch.as_tensor(numpy_helper.to_array(i).copy()) for i in onnx.load(str(path)).graph.initializer}
 
 
 def replaced_card_training(card: Path):
@@ -1360,6 +1379,10 @@ def parse_args(argv):
     ap.add_argument("--init-state", default=None,
                     help="warm start: initialise each model from {kind}_{species}.pt in this folder when present "
                          "(e.g. the --save-state of a training on an earlier teacher sample)")
+    ap.add_argument("--init-onnx", default=None,
+                    help="warm start from exported models: initialise each model from the parameters stored in "
+                         "{prefix}_{kind}_{species}.onnx in this folder when present (e.g. models/, to train the "
+                         "shipped models on without their --save-state); ignored with --init-state")
     ap.add_argument("--replicas", type=int, default=3, help="flash replicas per validation row")
     ap.add_argument("--validation-streams", type=int, default=5,
                     help="score the (bin, cut) criteria again with this many sets of independent noise streams "
