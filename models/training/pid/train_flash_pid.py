@@ -86,9 +86,9 @@ MUON_EXTRA_SOURCE = ("muon-enriched training rows: the isMuon rows of fresh teac
 def warm_start(model, a, kind, s, new=(), fresh=None):
     """--init-state DIR: start from the parameters of an earlier training ({kind}_{s}.pt; buffers such
     as quantile tables and standardisations are the new ones).  --init-onnx DIR: the same from the exported
-    models {prefix}_{kind}_{s}.onnx there (:func:`onnx_parameters`), e.g. the shipped ones, when no state was kept.  ``new``: prefixes of parameters that
-    the earlier model may lack (they keep their initial values; their names are appended to the list
-    ``fresh`` when given).  Returns a note for the card."""
+    models {prefix}_{kind}_{s}.onnx there (:func:`onnx_parameters`), e.g. the shipped ones, when no state was
+    kept.  ``new``: prefixes of parameters that the earlier model may lack (they keep their initial values;
+    their names are appended to the list ``fresh`` when given).  Returns a note for the card."""
     import torch
 
     if a.init_state:
@@ -96,7 +96,7 @@ def warm_start(model, a, kind, s, new=(), fresh=None):
         if not path.is_file():
             return None
         old = torch.load(path, map_location="cpu")
-    elif getattr(a, "init_onnx", None):
+    elif a.init_onnx:
         path = Path(a.init_onnx) / f"{a.prefix}_{kind}_{s}.onnx"
         if not path.is_file():
             return None
