@@ -701,3 +701,66 @@ def test_init_onnx_warm_starts_from_exported_models(tmp_path):
     # another architecture in the folder: not used
     assert main(args[:-1] + ["8"] + quiet + ["--init-onnx", str(init)]) == 0
     assert "warm_start" not in yaml.safe_load((out / "testpid_rich_K.yaml").read_text())["training"]["settings"]
+
+
+def test_widen_parameter_keeps_the_narrow_networks_function_and_lets_the_new_units_learn():
+    """--init-widen: an MLP with wider hidden layers, started from a narrower one, computes the same function
+    (the new units' outgoing weights are zero), and the zeroed weights get gradients (they can learn)."""
+    import torch
+    from torch import nn
+
+    from models.training.pid.train_flash_pid import widen_parameter
+
+    torch.manual_seed(1)
+    narrow = nn.Sequential(nn.Linear(5, 8), nn.SiLU(), nn.Linear(8, 8), nn.SiLU(), nn.Linear(8, 7))
+    wide = nn.Sequential(nn.Linear(5, 20), nn.SiLU(), nn.Linear(20, 20), nn.SiLU(), nn.Linear(20, 7))
+    old = dict(narrow.named_parameters())
+    with torch.no_grad():
+        for k, p in wide.named_parameters():
+            widen_parameter(p, old[k])
+    x = torch.randn(300, 5)
+    assert float((wide(x) - narrow(x)).abs().max()) < 1e-6
+    wide(x).square().sum().backward()
+    assert float(wide[4].weight.grad[:, 8:].abs().max()) > 1e-4
+    assert float(wide[2].weight.grad[:8, 8:].abs().max()) > 1e-4
+    # an untouched copy would differ: the widening is not vacuous
+    assert float(wide[4].weight[:, 8:].abs().max()) == 0.0 and float(wide[0].weight[8:].abs().max()) > 0.0
+
+
+def test_init_widen_starts_a_wider_ar_rich_model_from_the_narrow_exported_one(tmp_path):
+    """A larger --ar-hidden with --init-onnx: refused without --init-widen (another architecture); with it,
+    the narrow model's parameters fill the leading block, the new units' outgoing weights are zero, and the
+    card records the widened warm start."""
+    import shutil
+
+    import onnx
+    from onnx import numpy_helper
+
+    from models.training.pid.train_flash_pid import main
+
+    def nets(path):
+        return {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer
+                if i.name.startswith("nets.")}
+
+    out, args = _tiny_kaon_training(tmp_path)
+    assert main(args + ["--rich-model", "ar", "--ar-hidden", "8"]) == 0
+    init = tmp_path / "init"
+    shutil.copytree(out, init)
+    ref = nets(init / "testpid_rich_K.onnx")
+    wide = args + ["--rich-model", "ar", "--ar-hidden", "16", "--kinds", "rich", "--max-epochs", "1",
+                   "--flow-lr", "1e-9", "--init-onnx", str(init)]
+    card = out / "testpid_rich_K.yaml"
+    assert main(wide) == 0
+    assert "warm_start" not in yaml.safe_load(card.read_text())["training"]["settings"]
+    assert main(wide + ["--init-widen"]) == 0
+    assert yaml.safe_load(card.read_text())["training"]["settings"]["warm_start"] == \
+        str(init / "testpid_rich_K.onnx") + " (widened)"
+    got = nets(out / "testpid_rich_K.onnx")
+    for k, v in ref.items():
+        g = got[k]
+        assert g.shape[0] >= v.shape[0] and (g.ndim == 1 or g.shape[1] >= v.shape[1])
+        lead = g[:v.shape[0]] if g.ndim == 1 else g[:v.shape[0], :v.shape[1]]
+        assert float(np.abs(lead - v).max()) < 1e-5, k
+        if g.ndim == 2 and g.shape[1] > v.shape[1]:
+            assert float(np.abs(g[:v.shape[0], v.shape[1]:]).max()) < 1e-5, k
+    assert got["nets.0.0.weight"].shape[0] == 16

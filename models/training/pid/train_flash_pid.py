@@ -105,17 +105,35 @@ def warm_start(model, a, kind, s, new=(), fresh=None):
         return None
     own = dict(model.named_parameters())
     same = {k: v for k, v in old.items() if k in own and own[k].shape == v.shape}
-    if any(k not in same for k in own if k in old or not any(k.startswith(p) for p in new)):
+    wider = {k: v for k, v in old.items() if getattr(a, "init_widen", False) and k in own and k not in same
+             and v.dim() == own[k].dim() <= 2 and all(o <= n for o, n in zip(v.shape, own[k].shape))}
+    if any(k not in same and k not in wider for k in own if k in old or not any(k.startswith(p) for p in new)):
         log(f"  [{kind}_{s}] warm start from {path}: parameters do not match, not used")
         return None
     with torch.no_grad():
         for k, v in same.items():
             own[k].copy_(v)
-    new_names = [k for k in own if k not in same]
+        for k, v in wider.items():
+            widen_parameter(own[k], v)
+    new_names = [k for k in own if k not in same and k not in wider]
     if fresh is not None:
         fresh.extend(new_names)
-    log(f"  [{kind}_{s}] warm start from {path}" + (f" (new parameters: {', '.join(new_names)})" if new_names else ""))
-    return str(path)
+    log(f"  [{kind}_{s}] warm start from {path}" + (f" (new parameters: {', '.join(new_names)})" if new_names else "")
+        + (f" (widened: {', '.join(wider)})" if wider else ""))
+    return str(path) + (" (widened)" if wider else "")
+
+
+def widen_parameter(p, old):
+    """--init-widen: a wider layer's parameter ``p`` (bias [out] or weight [out, in]) from a narrower
+    model's ``old``: the old block is copied into the leading rows and columns, and the weights from the new
+    inputs into the old outputs are zeroed, so that the new units' outputs reach nothing at first and the
+    widened network computes exactly the old one's function (the new units start from their random
+    initialisation and learn from there; the gradients into the zeroed weights are not zero)."""
+    if old.dim() == 1:
+        p[:old.shape[0]] = old
+        return
+    p[:old.shape[0], :old.shape[1]] = old
+    p[:old.shape[0], old.shape[1]:] = 0.0
 
 
 def onnx_parameters(path) -> dict:
@@ -1383,6 +1401,10 @@ def parse_args(argv):
                     help="warm start from exported models: initialise each model from the parameters stored in "
                          "{prefix}_{kind}_{species}.onnx in this folder when present (e.g. models/, to train the "
                          "shipped models on without their --save-state); ignored with --init-state")
+    ap.add_argument("--init-widen", action="store_true",
+                    help="with --init-state/--init-onnx: a model with wider hidden layers than the earlier one (e.g. a "
+                         "larger --ar-hidden) starts from the earlier one's function: its parameters in the leading "
+                         "block, the new units' outgoing weights zero")
     ap.add_argument("--replicas", type=int, default=3, help="flash replicas per validation row")
     ap.add_argument("--validation-streams", type=int, default=5,
                     help="score the (bin, cut) criteria again with this many sets of independent noise streams "
