@@ -723,7 +723,7 @@ def test_widen_parameter_keeps_the_narrow_networks_function_and_lets_the_new_uni
     wide(x).square().sum().backward()
     assert float(wide[4].weight.grad[:, 8:].abs().max()) > 1e-4
     assert float(wide[2].weight.grad[:8, 8:].abs().max()) > 1e-4
-    # an untouched copy would differ: the widening is not vacuous
+    # the new units' outgoing weights start at zero, their incoming ones random
     assert float(wide[4].weight[:, 8:].abs().max()) == 0.0 and float(wide[0].weight[8:].abs().max()) > 0.0
 
 

@@ -105,8 +105,8 @@ def warm_start(model, a, kind, s, new=(), fresh=None):
         return None
     own = dict(model.named_parameters())
     same = {k: v for k, v in old.items() if k in own and own[k].shape == v.shape}
-    wider = {k: v for k, v in old.items() if getattr(a, "init_widen", False) and k in own and k not in same
-             and v.dim() == own[k].dim() <= 2 and all(o <= n for o, n in zip(v.shape, own[k].shape))}
+    wider = {k: v for k, v in old.items() if k in own and k not in same and v.dim() == own[k].dim() <= 2
+             and all(o <= n for o, n in zip(v.shape, own[k].shape))} if a.init_widen else {}
     if any(k not in same and k not in wider for k in own if k in old or not any(k.startswith(p) for p in new)):
         log(f"  [{kind}_{s}] warm start from {path}: parameters do not match, not used")
         return None
